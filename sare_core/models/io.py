@@ -1,0 +1,78 @@
+"""Save and load embedding models with their config and whitening; a content hash that names a model.
+
+A saved model is one torch file (local path or any fsspec URL such as s3://bucket/key) holding only
+tensors, dicts, lists and plain values, so `torch.load(..., weights_only=True)` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import fsspec
+import torch
+
+from ..whitening import PCAWhitening
+from .config import ModelConfig
+from .embedding import EmbeddingModel, build_model
+
+FORMAT = "sare-model"
+FORMAT_VERSION = 1
+
+
+def model_hash(model: EmbeddingModel) -> str:
+    """sha256 (hex, first 16 chars) of the config and every tensor in the state dict, in key order."""
+    digest = hashlib.sha256(json.dumps(model.config.model_dump(), sort_keys=True).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_payload(model: EmbeddingModel, metadata: dict | None = None) -> dict:
+    """The dict that `save_model` writes (also embeddable in a training checkpoint)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.model_dump(mode="json"),
+        "whitening_shape": list(model.whitening.projection.shape) if model.whitening is not None else None,
+        "state_dict": state,
+        "model_hash": model_hash(model),
+        "metadata": dict(metadata or {}),
+    }
+
+
+def model_from_payload(payload: dict, source: str = "payload") -> EmbeddingModel:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{source}: not a saved SARE model (format field missing or not {FORMAT!r})")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{source}: saved with format version {payload['format_version']}, this code reads "
+                         f"up to {FORMAT_VERSION}")
+    config = ModelConfig(**payload["config"])
+    model = build_model(config, load_weights=False)
+    shape = payload.get("whitening_shape")
+    if shape:
+        model.set_whitening(PCAWhitening(torch.zeros(shape[0]), torch.zeros(shape[0], shape[1])))
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model
+
+
+def save_model(path: str, model: EmbeddingModel, metadata: dict | None = None) -> str:
+    """Write the model to `path` (local or fsspec URL); returns its model hash."""
+    payload = model_payload(model, metadata)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with fsspec.open(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return payload["model_hash"]
+
+
+def load_model(path: str, map_location: str | torch.device = "cpu") -> EmbeddingModel:
+    """Read a model written by `save_model` (weights_only loading; no pretrained weights are fetched)."""
+    with fsspec.open(path, "rb") as f:
+        payload = torch.load(io.BytesIO(f.read()), map_location=map_location, weights_only=True)
+    model = model_from_payload(payload, source=str(path))
+    model.metadata = payload.get("metadata", {})
+    return model

@@ -15,9 +15,9 @@ Both forms are evaluated in log space, so distances of any size give finite loss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

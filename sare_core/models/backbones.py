@@ -163,7 +163,7 @@ def efficientnet_lite0_imagenet_state_dict(model: nn.Module) -> dict:
     if len(shipped) != len(target):
         raise ValueError(f"EfficientNet-Lite0 weights: {len(shipped)} tensors shipped, timm expects {len(target)}")
     renamed = {}
-    for (src_name, tensor), (dst_name, expected) in zip(shipped.items(), target.items()):
+    for (src_name, tensor), (dst_name, expected) in zip(shipped.items(), target.items(), strict=False):
         if tensor.shape != expected.shape:
             raise ValueError(f"EfficientNet-Lite0 weights: {src_name} {tuple(tensor.shape)} does not fit "
                              f"{dst_name} {tuple(expected.shape)}")

@@ -26,3 +26,25 @@ def shared_data() -> Path:
 def toy_street_images(shared_data) -> list[Path]:
     """The 22 real street photos (17 database + 5 queries), sorted."""
     return sorted((shared_data / "toy_street").glob("*/*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint (moto's server) on 127.0.0.1 for the whole session; see tests/s3_server.py."""
+    from tests.s3_server import LoopbackS3
+
+    with LoopbackS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_uri(s3_server, monkeypatch) -> str:
+    """"s3://<new empty bucket>" on the loopback server; AWS_* variables point at it for this test."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # no file system cached from another endpoint or credentials
+    for name in s3_server.CLEARED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_server.create_bucket()}"

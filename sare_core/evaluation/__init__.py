@@ -9,6 +9,7 @@ from .metrics import (
     recall_from_ranking,
 )
 from .recall import DEFAULT_NS, Evaluation, evaluate, evaluate_ranking, recall_at_n
+from .report import format_recall_table, plot_recall_curves, write_html_report, write_json
 from .search import SEARCH_MODES, SearchResult, build_flat_index, knn_search, knn_search_stream, merge_topk
 
 __all__ = [
@@ -20,6 +21,10 @@ __all__ = [
     "build_flat_index",
     "evaluate",
     "evaluate_ranking",
+    "format_recall_table",
+    "plot_recall_curves",
+    "write_html_report",
+    "write_json",
     "first_hit_rank",
     "knn_search",
     "knn_search_stream",

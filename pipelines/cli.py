@@ -17,6 +17,7 @@ import sare_core
 COMMAND_MODULES = (
     "pipelines.data_cmd",
     "pipelines.model_cmd",
+    "pipelines.eval_cmd",
     "pipelines.demo",
 )
 

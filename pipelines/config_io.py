@@ -45,8 +45,11 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build `cls` from a YAML file (optional) plus overrides; errors name the file and the field."""
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> T:
+    """Build `cls` from a YAML file (optional), then `base` (fields from command-line flags), then
+    `--set` overrides; errors name the file and the field."""
     data: dict = {}
     source = "command line"
     if path is not None:
@@ -60,6 +63,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: the top level must be a mapping of config fields")
         data = loaded or {}
+    data.update(base or {})
     data = apply_overrides(data, overrides or [])
     try:
         return cls(**data)

@@ -48,3 +48,15 @@ def s3_uri(s3_server, monkeypatch) -> str:
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
     return f"s3://{s3_server.create_bucket()}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """One local Ray instance (2 CPUs) shared by every Ray test; workers get the loopback S3 variables."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": dict(s3_server.env)})
+    yield ray
+    ray.shutdown()

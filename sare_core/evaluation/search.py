@@ -147,6 +147,47 @@ class SearchResult:
     mode: str
 
 
+def _knn_array(q: np.ndarray, db: np.ndarray, k: int, query_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss.knn over an in-memory array: exhaustive L2 with BLAS, no copy of the database."""
+    faiss = _faiss()
+    dists, idxs = [], []
+    for start in range(0, len(q), query_batch):
+        d, i = faiss.knn(q[start : start + query_batch], db, k)
+        dists.append(d)
+        idxs.append(i)
+    if not dists:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return _clean(np.concatenate(dists), np.concatenate(idxs))
+
+
+def _knn_threaded_shards(q: np.ndarray, db: np.ndarray, k: int, num_shards: int, query_batch: int):
+    """The database split into `num_shards` contiguous views, each searched by its own thread (FAISS
+    releases the GIL), results merged; ties resolve to the smaller row as in `merge_topk`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    faiss = _faiss()
+    bounds = np.linspace(0, len(db), max(1, num_shards) + 1).astype(int)
+    ranges = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    threads = max(1, faiss.omp_get_max_threads() // len(ranges))
+
+    def one(lo_hi):
+        lo, hi = lo_hi
+        faiss.omp_set_num_threads(threads)
+        d, i = _knn_array(q, db[lo:hi], min(k, hi - lo), query_batch)
+        return d, np.where(i >= 0, i + lo, -1)
+
+    previous = faiss.omp_get_max_threads()
+    try:
+        with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+            results = list(pool.map(one, ranges))
+    finally:
+        faiss.omp_set_num_threads(previous)
+    best_d, best_i = results[0]
+    for d, i in results[1:]:
+        best_d, best_i = merge_topk(best_d, best_i, d, i, k)
+    return best_d, best_i
+
+
 def knn_search(
     queries: np.ndarray,
     database: np.ndarray,
@@ -155,7 +196,12 @@ def knn_search(
     num_shards: int = 2,
     query_batch: int = 8192,
 ) -> SearchResult:
-    """Exact k nearest database rows (squared L2) for every query; (M, D) and (N, D) float32 inputs."""
+    """Exact k nearest database rows (squared L2) for every query; (M, D) and (N, D) float32 inputs.
+
+    Modes: "flat" (one exhaustive search, the database used in place), "cpu_shards" (threads over
+    database shards), "gpu_shards" (faiss-gpu, the database split across all GPUs), "stream" (batches),
+    "auto" (see `choose_mode`).
+    """
     q = _as_float32(queries, "queries")
     db = _as_float32(database, "database")
     if q.shape[1] != db.shape[1]:
@@ -164,14 +210,19 @@ def knn_search(
         raise ValueError(f"k must be >= 1, got {k}")
     if mode == "auto":
         mode = choose_mode(len(db), db.shape[1])
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"search mode must be one of {SEARCH_MODES}, got {mode!r}")
     if mode == "stream":
         return knn_search_stream(q, _array_batches(db, 65536), k, query_batch=query_batch)
     kk = min(k, len(db))
     if kk == 0:
         dist, idx = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+    elif mode == "flat":
+        dist, idx = _knn_array(q, db, kk, query_batch)
+    elif mode == "cpu_shards":
+        dist, idx = _knn_threaded_shards(q, db, kk, num_shards, query_batch)
     else:
-        index = build_flat_index(db, mode=mode, num_shards=num_shards)
-        dist, idx = _search_batched(index, q, kk, query_batch)
+        dist, idx = _search_batched(build_flat_index(db, mode=mode), q, kk, query_batch)
     dist, idx = _pad(dist, idx, k)
     return SearchResult(dist, idx, mode)
 

@@ -1,25 +1,16 @@
 import functools
 
 import numpy as np
-import pytest
-import ray
 
 from pipelines.ray_search import Shard, ray_sharded_search
 from sare_core.evaluation import knn_search
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
 
 
 def _rows(seed: int, n: int, d: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 
 
-def test_ray_shards_merge_to_the_single_flat_index(local_ray):
+def test_ray_shards_merge_to_the_single_flat_index(ray_local):
     db = np.concatenate([_rows(1, 500, 32), _rows(2, 333, 32), _rows(3, 1, 32), _rows(4, 700, 32)])
     q = _rows(9, 40, 32)
     # Shards load their own rows inside the actor (here: regenerated from a seed, like reading a store part).

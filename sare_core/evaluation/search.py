@@ -236,9 +236,8 @@ def knn_search_stream(
     queries: np.ndarray, database_batches: Iterable[np.ndarray], k: int, query_batch: int = 8192
 ) -> SearchResult:
     """Exact search over a database that arrives in (n_i, D) batches (e.g. streamed from a Parquet store),
-    never holding more than one batch: each batch is searched with a flat index and merged into the
-    running top-k. Indices count rows across batches in arrival order."""
-    faiss = _faiss()
+    never holding more than one batch: each batch is searched in place and merged into the running
+    top-k. Indices count rows across batches in arrival order."""
     q = _as_float32(queries, "queries")
     best_d = np.full((len(q), 0), np.inf, np.float32)
     best_i = np.full((len(q), 0), -1, np.int64)
@@ -249,9 +248,7 @@ def knn_search_stream(
             raise ValueError(f"database batch has {b.shape[1]} dims but queries have {q.shape[1]}")
         if len(b) == 0:
             continue
-        index = faiss.IndexFlatL2(b.shape[1])
-        index.add(b)
-        d, i = _search_batched(index, q, min(k, len(b)), query_batch)
+        d, i = _knn_array(q, b, min(k, len(b)), query_batch)
         i = np.where(i >= 0, i + offset, -1)
         best_d, best_i = merge_topk(best_d, best_i, d, i, k)
         offset += len(b)

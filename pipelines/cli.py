@@ -17,7 +17,9 @@ import sare_core
 COMMAND_MODULES = (
     "pipelines.data_cmd",
     "pipelines.model_cmd",
+    "pipelines.extract_cmd",
     "pipelines.eval_cmd",
+    "pipelines.train_cmd",
     "pipelines.demo",
 )
 

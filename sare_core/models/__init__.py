@@ -5,6 +5,7 @@ from .centroids import init_netvlad_centroids, kmeans_centroids, sample_local_de
 from .config import ModelConfig
 from .embedding import EmbeddingModel, build_model
 from .gem import GeM
+from .inference import embed_paths
 from .io import load_model, model_hash, save_model
 from .netvlad import NetVLAD, netvlad_alpha
 from .preprocessing import NORMALIZATION, Preprocessor, load_rgb
@@ -20,6 +21,7 @@ __all__ = [
     "Preprocessor",
     "build_backbone",
     "build_model",
+    "embed_paths",
     "init_netvlad_centroids",
     "kmeans_centroids",
     "load_model",

@@ -1,0 +1,73 @@
+"""TrainConfig: every number of the NetVLAD / SARE training procedure, loaded from YAML."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sare_core.losses import KERNELS, LOSS_NAMES
+from sare_core.models import ModelConfig
+
+
+class LossConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal[LOSS_NAMES] = "sare_joint"  # type: ignore[valid-type]
+    kernel: Literal[KERNELS] = "gaussian"  # type: ignore[valid-type]
+    margin: float | None = Field(None, gt=0, description="triplet (default 0.1) / contrastive (default 0.7)")
+
+    @model_validator(mode="after")
+    def _margin_only_where_used(self) -> LossConfig:
+        if self.margin is not None and self.name.startswith("sare"):
+            raise ValueError(f"margin is not used by {self.name}")
+        return self
+
+
+class TrainConfig(BaseModel):
+    """A training run. Distances in metres come from the dataset (10 m positives, 25 m negatives)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("sare", description="run name: its directory under storage_path")
+    storage_path: str = Field("runs", description="local folder or s3://bucket/prefix for checkpoints")
+    dataset: str = Field(description="manifest / dbStruct / folder with train, val (and test) splits")
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str | None = "test"
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+
+    num_workers: int = Field(2, ge=1, description="DDP workers: one per GPU, or CPU workers")
+    use_gpu: bool | None = Field(None, description="None: use GPUs when the cluster has them")
+    cpus_per_worker: float = Field(1, gt=0)
+
+    epochs: int = Field(5, ge=1)
+    chunk_size: int = Field(1000, ge=1, description="training queries between two re-minings")
+    negative_pool: int = Field(1000, ge=1, description="fresh random negatives per query and chunk")
+    num_negatives: int = Field(10, ge=1, description="hardest negatives per tuple")
+    batch_size: int = Field(4, ge=1, description="tuples per worker and step")
+    max_train_queries: int | None = Field(None, ge=1, description="cap on training queries per epoch")
+    max_val_queries: int | None = Field(None, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    lr_step_epochs: int = Field(5, ge=1, description="the learning rate is multiplied by lr_gamma this often")
+    lr_gamma: float = Field(0.5, gt=0)
+    color_jitter: float = Field(0.0, ge=0, le=1, description="strength of colour jitter on training queries")
+    max_nonfinite_steps: int = Field(20, ge=0, description="steps with a non-finite loss tolerated per run")
+
+    val_ns: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
+    select_n: int = Field(5, ge=1, description="best epoch = highest validation Recall@select_n")
+    centroid_images: int = Field(500, ge=1, description="training images sampled for NetVLAD k-means")
+    centroid_descriptors_per_image: int = Field(100, ge=1)
+    whitening_images: int | None = Field(None, ge=2, description="training database images for PCA (None: all)")
+    extract_batch_size: int = Field(32, ge=1)
+    max_failures: int = Field(2, ge=0, description="worker failures survived (restart from last checkpoint)")
+    pid_dir: str | None = Field(None, description="write each worker's PID here (fault-injection tests, ops)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.select_n not in self.val_ns:
+            raise ValueError(f"select_n={self.select_n} must be one of val_ns={self.val_ns}")
+        return self

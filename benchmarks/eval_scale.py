@@ -78,18 +78,18 @@ def measure_search(store_uri: str, mode: str) -> dict:
     from sare_core.store import open_store
 
     store = open_store(store_uri)
-    q = np.ascontiguousarray(store.read(role="query", columns=["descriptor"]).descriptors)
+    q = read_descriptors(store, "query")
     n_db = store.num_rows(role="database")
     rss_before = peak_rss_bytes()
     load_seconds = 0.0
     t = time.perf_counter()
     if mode == "flat":
-        database = read_descriptors(store, "database", batch_size=16384)
+        database = read_descriptors(store, "database")
         load_seconds = time.perf_counter() - t
         t = time.perf_counter()
         result = knn_search(q, database, k=20, mode="flat")
     else:
-        result = search_store(q, store, k=20, mode=mode, batch_size=16384)
+        result = search_store(q, store, k=20, mode=mode, batch_size=32768)
     seconds = time.perf_counter() - t
     flops = 2.0 * len(q) * n_db * store.dim
     return {

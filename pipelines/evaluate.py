@@ -27,7 +27,7 @@ from sare_core.evaluation import (
     write_json,
 )
 from sare_core.evaluation.search import SEARCH_MODES, SearchResult
-from sare_core.evaluation.store_search import StoreRows, read_rows, resolve_mode, search_store
+from sare_core.evaluation.store_search import StoreRows, read_descriptors, read_rows, resolve_mode, search_store
 from sare_core.store import DescriptorStore, open_store
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def evaluate_model(entry: ModelStores, config: EvalConfig) -> tuple[Evaluation, 
     if len(db_rows.ids) == 0 or len(q_rows.ids) == 0:
         raise ValueError(f"{entry.name}: {len(db_rows.ids)} database and {len(q_rows.ids)} query rows"
                          + (f" in split {config.split!r}" if config.split else "") + "; need both")
-    q_desc = q_store.read(role="query", split=config.split, columns=["descriptor"]).descriptors
+    q_desc = read_descriptors(q_store, "query", config.split)
     radius = config.radius or float(db_store.metadata.provenance.get("pos_dist_thr", 25.0))
     positives = ground_truth(db_rows, q_rows, radius)
     label_data = not (db_rows.is_geographic and q_rows.is_geographic)

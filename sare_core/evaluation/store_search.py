@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from ..store import DescriptorStore
 from .search import SearchResult, available_memory_bytes, knn_search, knn_search_stream, num_gpus
@@ -42,7 +43,7 @@ def read_rows(store: DescriptorStore, role: str, split: str | None = None) -> St
     )
 
 
-def read_descriptors(store: DescriptorStore, role: str, split: str | None = None, batch_size: int = 65536) -> np.ndarray:
+def read_descriptors(store: DescriptorStore, role: str, split: str | None = None, batch_size: int = 4096) -> np.ndarray:
     """(n, D) float32 descriptors of one role, filled into one preallocated array (peak = its size + a batch)."""
     n = store.num_rows(role=role, split=split)
     out = np.empty((n, store.dim), dtype=np.float32)
@@ -52,6 +53,7 @@ def read_descriptors(store: DescriptorStore, role: str, split: str | None = None
         filled += len(batch)
     if filled != n:
         raise ValueError(f"{store.uri}: manifest counts {n} {role} rows but {filled} were read")
+    pa.default_memory_pool().release_unused()  # hand the read buffers back, so only `out` stays resident
     return out
 
 

@@ -47,6 +47,8 @@ def run_dir(config: TrainConfig) -> str:
 
 def load_splits(config: TrainConfig) -> dict[str, PlaceDataset]:
     splits = open_splits(config.dataset)
+    if config.eval_dataset:
+        splits = {**splits, **{k: v for k, v in open_splits(config.eval_dataset).items() if k != config.train_split}}
     needed = [config.train_split, config.val_split] + ([config.test_split] if config.test_split else [])
     missing = [s for s in needed if s not in splits]
     if missing:

@@ -31,6 +31,7 @@ class TrainConfig(BaseModel):
     name: str = Field("sare", description="run name: its directory under storage_path")
     storage_path: str = Field("runs", description="local folder or s3://bucket/prefix for checkpoints")
     dataset: str = Field(description="manifest / dbStruct / folder with train, val (and test) splits")
+    eval_dataset: str | None = Field(None, description="another source for the val/test splits (e.g. GLDv2)")
     train_split: str = "train"
     val_split: str = "val"
     test_split: str | None = "test"

@@ -125,6 +125,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             f.write(str(os.getpid()))
 
     splits = open_splits(config.dataset)
+    if config.eval_dataset:
+        splits = {**splits, **open_splits(config.eval_dataset), config.train_split: splits[config.train_split]}
     train, val = splits[config.train_split], splits[config.val_split]
     gt = GroundTruthForTraining.from_dataset(train)
     model = load_model(loop_config["initial_model"])

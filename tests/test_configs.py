@@ -1,0 +1,22 @@
+"""Every shipped config parses into its typed config (no typo survives to a cluster run)."""
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.config_io import load_config
+from pipelines.demo import DemoConfig
+from pipelines.train_config import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("demo", "sweep"))))
+def test_training_configs_parse(path):
+    config = load_config(TrainConfig, CONFIGS / path)
+    assert config.model.num_clusters == 64 and config.model.whitening_dim == 4096
+
+
+def test_demo_config_parses_with_a_valid_training_section():
+    demo = load_config(DemoConfig, CONFIGS / "demo.yaml")
+    TrainConfig(**{**demo.train, "dataset": "x"})

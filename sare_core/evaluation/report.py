@@ -116,7 +116,7 @@ def write_html_report(
             css = "hit" if r["correct"] else "miss"
             cells.append(_cell(f"#{rank} {r['id']} (d={r['distance']:.3f})", r.get("path"), css))
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    summary = "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines)
+    summary = html.escape("\n".join(summary_lines))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -129,7 +129,7 @@ td.hit img {{ border-color: #2a2; }} td.miss img {{ border-color: #c22; }} td.qu
 .missing {{ width: 160px; height: 90px; background: #eee; line-height: 90px; font-size: 12px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<ul>{summary}</ul>
+<pre>{summary}</pre>
 <p>Green frame: a correct database image (a positive of the query); red: wrong.</p>
 <table>{''.join(rows)}</table>
 </body></html>

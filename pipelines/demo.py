@@ -41,7 +41,7 @@ class DemoConfig(BaseModel):
 def _city(config: DemoConfig) -> str:
     from sare_core.data.synth import generate_city
 
-    city_dir = os.path.join(config.out_dir, "city")
+    city_dir = os.path.join(os.path.abspath(config.out_dir), "city")
     marker = os.path.join(city_dir, "city.json")
     if os.path.isfile(marker):
         info = json.load(open(marker))

@@ -194,8 +194,15 @@ def fit_whitening(model: EmbeddingModel, config: TrainConfig, train: PlaceDatase
     log.info("PCA whitening %d -> %d dims from %d training database images", desc.shape[1], dim, len(desc))
 
 
+def _absolute(path: str | None) -> str | None:
+    """Local paths made absolute: Ray workers do not share the driver's working directory."""
+    return path if path is None or "://" in path else os.path.abspath(path)
+
+
 def run(config: TrainConfig) -> TrainResult:
     """Train, pick the best epoch, fit whitening, save model.pt; prints the seed-style validation table."""
+    config = config.model_copy(update={key: _absolute(getattr(config, key))
+                                       for key in ("dataset", "eval_dataset", "storage_path", "pid_dir")})
     splits = load_splits(config)
     train = splits[config.train_split]
     directory = run_dir(config)

@@ -150,21 +150,17 @@ def test_bad_input_is_one_line_naming_file_and_field(tmp_path, capsys):
     assert "must end in .csv or .parquet" in capsys.readouterr().err
 
 
-def test_synth_passes_its_arguments_to_generate_city(tmp_path, monkeypatch, capsys):
-    import sare_core.data.synth as synth
-
-    calls = []
-
-    def fake_generate_city(out_dir, preset, seed, workers):
-        calls.append((out_dir, preset, seed, workers))
-        return {"counts": {"train": {"database": 10, "queries": 4}}, "manifest": f"{out_dir}/manifest.parquet"}
-
-    monkeypatch.setattr(synth, "generate_city", fake_generate_city)
-    assert main(["data", "synth", "--out", str(tmp_path / "city"), "--preset", "tiny", "--seed", "7",
-                 "--workers", "2"]) == 0
-    assert calls == [(str(tmp_path / "city"), "tiny", 7, 2)]
+def test_synth_then_inspect_a_real_tiny_city(tmp_path, capsys):
+    city = tmp_path / "city"
+    assert main(["data", "synth", "--out", str(city), "--preset", "tiny", "--seed", "7", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "manifest.parquet" in out and "train" in out
+    splits = read_manifest_splits(str(city / "manifest.parquet"))
+    assert sorted(splits) == ["test", "train", "val"]
+    assert all(os.path.isfile(p) for p in splits["test"].db_paths + splits["test"].q_paths)
+    assert load_dbstruct(str(city / "val.mat")).num_db == splits["val"].num_db
+    assert main(["data", "inspect", str(city / "manifest.parquet"), "--map", str(tmp_path / "map.png")]) == 0
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit):
         main(["data", "synth", "--out", str(tmp_path), "--preset", "huge"])
     assert main(["data", "synth", "--out", str(tmp_path), "--workers", "0"]) == 2

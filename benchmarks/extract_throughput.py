@@ -1,0 +1,471 @@
+"""Extraction throughput: the Ray Data pipeline against a plain single-process PyTorch loop, and a
+synthetic Pitts250k extracted end to end.
+
+Scale part (first). The synthetic city's pitts250k preset is extracted end to end with the tiny backbone
+(NetVLAD, 64 clusters: 4096-D float32) into a new store, --big-fraction of its images (the first rows of
+each split and role). Reported: wall time, images/s, and peak memory sampled every 0.5 s: the private
+resident memory (RssAnon) of this process and every process it started (Ray's raylet, GCS, workers)
+plus the object store's resident bytes (its shared-memory file); the plain sum of RSS (which counts
+shared pages once per process) is given too.
+
+Ratio part. The same images and the same model go through
+  * a plain loop: one process; decode + resize (the model's Preprocessor), batches of 32 through the
+    model, descriptors written as one store (`write_store`); run twice, with torch's default threads
+    (one per core) and with one thread, and the faster of the two is the baseline;
+  * the Ray pipeline (`pipelines.extract.run`, automatic plan) into a new store;
+in alternating order, --rounds times, on one local Ray instance started beforehand (its start-up time is
+reported apart). Ray's workers run at niceness 0 like the plain loop (Ray's default is 15), so that on a
+machine shared with other work the comparison is not decided by scheduling priority. Two figures per
+run: end to end (wall time from model file and dataset path to the committed store; for Ray this
+includes starting the actor processes, which import torch and load the model), and after start-up (the
+plain loop's decode + model loop alone; Ray's images between its first and last part). Models: the tiny
+backbone on the first --images of the pitts250k city (64x48 px; decoding is a large share of the work),
+and ImageNet EfficientNet-Lite0 on the first --heavy-images of the small city (160x120 px; the model
+dominates), both with NetVLAD. Also reported: the CPU time per image of each (this process and all it
+started, Ray's daemons and workers included: a figure the machine's other load hardly moves; their
+quotient is the "CPU efficiency", 1.0 when Ray spends no extra CPU per image), and the largest difference
+between the two sets of descriptors.
+
+Cities are generated under <tmp>/sare_extract_bench/ when missing (generation time reported apart).
+
+    .venv/bin/python benchmarks/extract_throughput.py                     # both parts
+    .venv/bin/python benchmarks/extract_throughput.py --skip-big --rounds 2
+
+Results: results/extract_throughput.json (and a summary on stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from pipelines.extract import ExtractConfig, load_extraction_model, run  # noqa: E402
+from pipelines.extract_rows import dataset_root, image_rows, open_dataset  # noqa: E402
+from sare_core.data import PlaceDataset, write_manifest  # noqa: E402
+from sare_core.data.synth import GENERATOR_VERSION, generate_city  # noqa: E402
+from sare_core.models import load_rgb, model_hash  # noqa: E402
+from sare_core.store import StoreMetadata, open_store, write_store  # noqa: E402
+
+log = logging.getLogger("extract_throughput")
+
+MODELS = {
+    "tiny": {"backbone": "tiny", "num_clusters": 64},
+    "efficientnet_lite0": {"backbone": "efficientnet_lite0", "weights": "imagenet", "num_clusters": 16,
+                           "reduction_dim": 64},
+}
+BIG_MODEL = {"backbone": "tiny", "num_clusters": 64}
+
+
+def city_dir(folder: str | None, preset: str, seed: int) -> str:
+    """The benchmark's own city folder (not /tmp/sare_synth_*, which other scripts regenerate)."""
+    return folder or os.path.join(tempfile.gettempdir(), "sare_extract_bench", f"{preset}_seed{seed}")
+
+
+def ensure_city(folder: str, preset: str, seed: int) -> float | None:
+    """Generate the city unless `folder` holds it (same preset, seed and generator version); returns the
+    generation seconds, None when it was there."""
+    record = os.path.join(folder, "city.json")
+    if os.path.isfile(record):
+        with open(record) as f:
+            info = json.load(f)
+        if (info.get("preset"), info.get("seed"), str(info.get("generator_version"))) == (
+                preset, seed, GENERATOR_VERSION):
+            return None
+        shutil.rmtree(folder)
+    log.info("generating the %s city (seed %d) in %s", preset, seed, folder)
+    start = time.perf_counter()
+    generate_city(folder, preset=preset, seed=seed)
+    return time.perf_counter() - start
+
+
+def subset_manifest(dataset: str, count: int | None, fraction: float | None, folder: str) -> str:
+    """A manifest of the first `count` images (or `fraction` of each split and role) of `dataset`."""
+    splits = open_dataset(dataset)
+    picked = []
+    remaining = count
+    for split, d in splits.items():
+        def take(paths, utm, share):
+            n = len(paths) if share is None else int(round(len(paths) * share))
+            return paths[:n], utm[:n]
+
+        if count is not None:
+            n_db = min(d.num_db, remaining)
+            n_q = min(d.num_q, remaining - n_db)
+            db, db_utm = d.db_paths[:n_db], d.db_utm[:n_db]
+            q, q_utm = d.q_paths[:n_q], d.q_utm[:n_q]
+            remaining -= n_db + n_q
+        else:
+            db, db_utm = take(d.db_paths, d.db_utm, fraction)
+            q, q_utm = take(d.q_paths, d.q_utm, fraction)
+        if len(db) + len(q):
+            picked.append(PlaceDataset(name=d.name, db_paths=db, q_paths=q, db_utm=db_utm, q_utm=q_utm,
+                                       split=split, pos_dist_thr=d.pos_dist_thr))
+        if remaining is not None and remaining <= 0:
+            break
+    return write_manifest(os.path.join(folder, "manifest.parquet"), picked)
+
+
+def write_model_yaml(folder: str, name: str, config: dict) -> str:
+    import yaml
+
+    path = os.path.join(folder, f"{name}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    return path
+
+
+def plain_loop(dataset: str, model_spec: str, out: str, batch_size: int = 32,
+               threads: int | None = None) -> tuple[float, float, int]:
+    """The baseline: one process, no Ray, `threads` torch threads (None: torch's default, one per core).
+    Returns (seconds in all, seconds of the decode + model loop alone, images)."""
+    default_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _plain_loop(dataset, model_spec, out, batch_size)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def _plain_loop(dataset: str, model_spec: str, out: str, batch_size: int) -> tuple[float, float, int]:
+    start = time.perf_counter()
+    model = load_extraction_model(model_spec)
+    prep = model.preprocessor
+    rows = image_rows(open_dataset(dataset), dataset_root(dataset))
+    paths = rows.column("path").to_pylist()
+    chunks = []
+    loop_start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(paths), batch_size):
+            pixels = np.stack([prep.to_uint8(load_rgb(p)) for p in paths[i:i + batch_size]])
+            chunks.append(model(prep.normalize_uint8(pixels)).numpy())
+    loop_seconds = time.perf_counter() - loop_start
+    descriptors = np.concatenate(chunks)
+    metadata = StoreMetadata(dim=model.descriptor_dim, dataset="plain", model_hash=model_hash(model))
+    utm = np.column_stack([rows.column("utm_east").to_numpy(), rows.column("utm_north").to_numpy()])
+    write_store(out, metadata, ids=rows.column("id").to_pylist(), roles=rows.column("role").to_pylist(),
+                descriptors=descriptors, splits=rows.column("split").to_pylist(), utm=utm)
+    return time.perf_counter() - start, loop_seconds, len(paths)
+
+
+def ray_pipeline(dataset: str, model_spec: str, out: str, **overrides) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = run(ExtractConfig(dataset=dataset, model=model_spec, out=out, progress_bars=False, **overrides))
+    return time.perf_counter() - start, result
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and every process it started, including
+    finished children (counted in their parent's cutime/cstime once reaped: Ray's raylet reaps its workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in MemorySampler._tree():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / ticks
+
+
+def max_difference(store_a: str, store_b: str) -> float:
+    a, b = open_store(store_a).read(), open_store(store_b).read()
+    order = {i: k for k, i in enumerate(b.ids)}
+    index = np.array([order[i] for i in a.ids])
+    return float(np.abs(a.descriptors - b.descriptors[index]).max())
+
+
+class MemorySampler:
+    """Peak memory of this process and its descendants, plus Ray's object store, sampled in a thread."""
+
+    def __init__(self, interval_s: float = 0.5):
+        self.interval_s = interval_s
+        self.peak_private = self.peak_rss = self.peak_object_store = self.peak_total = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _tree() -> list[int]:
+        parents: dict[int, list[int]] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(name))
+        tree, todo = [], [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(parents.get(pid, []))
+        return tree
+
+    @staticmethod
+    def _status(pid: int) -> tuple[int, int]:
+        rss = anon = 0
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss = int(line.split()[1]) * 1024
+                    elif line.startswith("RssAnon:"):
+                        anon = int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return rss, anon
+
+    def _object_store_bytes(self, tree: list[int]) -> int:
+        """Bytes of shared memory the object store holds: the allocated size of the plasma file that our
+        raylet maps (a tmpfs file, usually already unlinked, reached through /proc/<raylet>/map_files)."""
+        for pid in tree:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"raylet" not in f.read().split(b"\0")[0]:
+                        continue
+                with open(f"/proc/{pid}/maps") as f:
+                    ranges = {line.split()[0] for line in f if "/plasma" in line}
+                inodes: dict[int, int] = {}
+                for mapped in ranges:
+                    st = os.stat(f"/proc/{pid}/map_files/{mapped}")
+                    inodes[st.st_ino] = st.st_blocks * 512
+                return sum(inodes.values())
+            except OSError:
+                continue
+        return 0
+
+    def sample(self) -> None:
+        rss = private = 0
+        tree = self._tree()
+        for pid in tree:
+            r, a = self._status(pid)
+            rss += r
+            private += a
+        store = self._object_store_bytes(tree)
+        self.samples += 1
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_private = max(self.peak_private, private)
+        self.peak_object_store = max(self.peak_object_store, store)
+        self.peak_total = max(self.peak_total, private + store)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def report(self) -> dict:
+        gib = 1 << 30
+        return {"peak_private_rss_gib": self.peak_private / gib, "peak_object_store_gib": self.peak_object_store / gib,
+                "peak_private_rss_plus_object_store_gib": self.peak_total / gib,
+                "peak_sum_of_rss_gib": self.peak_rss / gib, "samples": self.samples}
+
+
+def ratio_part(args, work: str, generation: float | None) -> dict:
+    folder = os.path.join(work, "ratio")
+    os.makedirs(folder)
+    cities = {"tiny": (args.big_preset, city_dir(args.big_dir, args.big_preset, args.seed)),
+              "efficientnet_lite0": (args.ratio_preset, city_dir(args.city_dir, args.ratio_preset, args.seed))}
+    images = {"tiny": args.images, "efficientnet_lite0": args.heavy_images}
+    datasets = {name: subset_manifest(os.path.join(cities[name][1], "manifest.parquet"), images[name], None,
+                                      tempfile.mkdtemp(dir=folder)) for name in args.models}
+    out: dict = {"datasets": {n: f"first {images[n]} images of the {cities[n][0]} city's manifest.parquet (seed "
+                              f"{args.seed}, generator {GENERATOR_VERSION})" for n in args.models},
+                 "generation_seconds": generation, "models": {}}
+    specs = {name: write_model_yaml(folder, name, MODELS[name]) for name in args.models}
+    # Warm-up: the first Ray Data run starts worker processes; the first plain loop loads libraries.
+    for name, spec in specs.items():
+        warm = subset_manifest(datasets[name], 64, None, tempfile.mkdtemp(dir=folder))
+        plain_loop(warm, spec, tempfile.mkdtemp(dir=folder) + "/s")
+        ray_pipeline(warm, spec, tempfile.mkdtemp(dir=folder) + "/s")
+    for name, spec in specs.items():
+        dataset = datasets[name]
+        rounds = []
+        for r in range(args.rounds):
+            timings = {}
+            order = ("plain", "plain_1_thread", "ray") if r % 2 == 0 else ("ray", "plain_1_thread", "plain")
+            stores = {}
+            for kind in order:
+                stores[kind] = os.path.join(folder, f"{name}-{r}-{kind}")
+                load = os.getloadavg()[0]
+                cpu_before = tree_cpu_seconds()
+                if kind.startswith("plain"):
+                    threads = 1 if kind == "plain_1_thread" else None
+                    seconds, loop_seconds, n = plain_loop(dataset, spec, stores[kind], threads=threads)
+                    timings[kind] = {"seconds": seconds, "images_per_s": n / seconds,
+                                     "steady_images_per_s": n / loop_seconds, "load_avg_1m": load,
+                                     "torch_threads": threads or torch.get_num_threads()}
+                    images_done = n
+                else:
+                    seconds, result = ray_pipeline(dataset, spec, stores[kind])
+                    timings[kind] = {"seconds": seconds, "images_per_s": result.total / seconds,
+                                     "pipeline_images_per_s": result.images_per_s,
+                                     "steady_images_per_s": result.steady_images_per_s, "load_avg_1m": load,
+                                     "plan": result.plan}
+                    images_done = result.total
+                timings[kind]["cpu_ms_per_image"] = 1000 * (tree_cpu_seconds() - cpu_before) / images_done
+            # The baseline is the faster of the two plain loops (torch's default threads, or one thread).
+            best = max(timings["plain"]["images_per_s"], timings["plain_1_thread"]["images_per_s"])
+            timings["baseline_images_per_s"] = best
+            timings["ratio"] = timings["ray"]["images_per_s"] / best
+            best_steady = max(timings["plain"]["steady_images_per_s"], timings["plain_1_thread"]["steady_images_per_s"])
+            timings["steady_ratio"] = (timings["ray"]["steady_images_per_s"] or 0.0) / best_steady
+            # Load-independent: CPU time per image of the baseline loop over that of the whole Ray run
+            # (driver, raylet, GCS, every worker); 1.0 means Ray spends no extra CPU per image.
+            baseline = "plain" if timings["plain"]["images_per_s"] >= timings["plain_1_thread"]["images_per_s"] \
+                else "plain_1_thread"
+            timings["cpu_efficiency"] = timings[baseline]["cpu_ms_per_image"] / timings["ray"]["cpu_ms_per_image"]
+            timings["max_abs_difference"] = max(max_difference(stores["ray"], stores["plain"]),
+                                                max_difference(stores["ray"], stores["plain_1_thread"]))
+            for path in stores.values():
+                shutil.rmtree(path, ignore_errors=True)
+            log.info("%s round %d: plain %.1f images/s (1 thread: %.1f), ray %.1f images/s, ratio %.3f; after "
+                     "start-up ratio %.3f; CPU per image %.3f ms plain, %.3f ms ray (load %.1f)", name, r,
+                     timings["plain"]["images_per_s"], timings["plain_1_thread"]["images_per_s"],
+                     timings["ray"]["images_per_s"], timings["ratio"], timings["steady_ratio"],
+                     timings[baseline]["cpu_ms_per_image"], timings["ray"]["cpu_ms_per_image"],
+                     timings["plain"]["load_avg_1m"])
+            rounds.append(timings)
+        out["models"][name] = {
+            "config": MODELS[name], "rounds": rounds,
+            "median_plain_images_per_s": statistics.median(t["plain"]["images_per_s"] for t in rounds),
+            "median_plain_1_thread_images_per_s": statistics.median(t["plain_1_thread"]["images_per_s"]
+                                                                    for t in rounds),
+            "median_baseline_images_per_s": statistics.median(t["baseline_images_per_s"] for t in rounds),
+            "median_ray_images_per_s": statistics.median(t["ray"]["images_per_s"] for t in rounds),
+            "median_ratio": statistics.median(t["ratio"] for t in rounds),
+            "median_steady_ratio": statistics.median(t["steady_ratio"] for t in rounds),
+            "median_cpu_efficiency": statistics.median(t["cpu_efficiency"] for t in rounds),
+            "max_abs_difference": max(t["max_abs_difference"] for t in rounds),
+        }
+    return out
+
+
+def big_part(args, work: str, generation: float | None) -> dict:
+    city = city_dir(args.big_dir, args.big_preset, args.seed)
+    folder = os.path.join(work, "big")
+    os.makedirs(folder)
+    dataset = os.path.join(city, "manifest.parquet")
+    if args.big_fraction < 1:
+        dataset = subset_manifest(dataset, None, args.big_fraction, folder)
+    spec = write_model_yaml(folder, "tiny64", BIG_MODEL)
+    store = args.big_store or os.path.join(folder, "store")
+    with MemorySampler() as memory:
+        seconds, result = ray_pipeline(dataset, spec, store)
+    report = {"dataset": f"{args.big_preset} city (seed {args.seed}, generator {GENERATOR_VERSION})",
+              "fraction": args.big_fraction,
+              "generation_seconds": generation, "images": result.total, "descriptors": result.rows,
+              "failures": result.failures, "dim": result.dim, "model": BIG_MODEL, "wall_seconds": seconds,
+              "pipeline_seconds": result.pipeline_seconds, "images_per_s": result.total / seconds,
+              "pipeline_images_per_s": result.images_per_s, "parts": result.parts_written, "plan": result.plan,
+              "store_bytes": sum(p.size_bytes for p in open_store(store).parts), **memory.report()}
+    log.info("%s: %d images in %.1f s (%.1f images/s), peak memory %.2f GiB (private RSS %.2f + object store "
+             "%.2f)", report["dataset"], result.total, seconds, report["images_per_s"],
+             report["peak_private_rss_plus_object_store_gib"], report["peak_private_rss_gib"],
+             report["peak_object_store_gib"])
+    if not args.big_store:
+        shutil.rmtree(store, ignore_errors=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--city-dir", help="ratio part: city folder (default "
+                        "<tmp>/sare_extract_bench/<preset>_seed<seed>, generated when missing)")
+    parser.add_argument("--ratio-preset", default="small")
+    parser.add_argument("--images", type=int, default=60000, help="ratio part, tiny model: images (the first "
+                        "rows of the --big-preset city's manifest, 64x48 pixels)")
+    parser.add_argument("--heavy-images", type=int, default=3000, help="ratio part, EfficientNet: images (the "
+                        "first rows of the --ratio-preset city's manifest, 160x120 pixels)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-ratio", action="store_true")
+    parser.add_argument("--big-preset", default="pitts250k")
+    parser.add_argument("--big-dir", help="scale part: city folder (default "
+                        "<tmp>/sare_extract_bench/<preset>_seed<seed>, generated when missing)")
+    parser.add_argument("--big-fraction", type=float, default=1.0, help="share of each split's images")
+    parser.add_argument("--big-store", help="keep the scale part's store here (default: a deleted temp folder)")
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--work-dir", help="scratch folder (default: a new temp folder)")
+    parser.add_argument("--out", default=os.path.join(REPO, "results", "extract_throughput.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import ray
+
+    work = tempfile.mkdtemp(prefix="extract_bench_", dir=args.work_dir)
+    results: dict = {
+        "command": "python benchmarks/extract_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "ray": ray.__version__, "torch_threads": torch.get_num_threads(),
+                    "load_avg_at_start": os.getloadavg()},
+    }
+    # Cities first, so that generating them (minutes) never overlaps a timed run.
+    small_generation = None if args.skip_ratio else ensure_city(
+        city_dir(args.city_dir, args.ratio_preset, args.seed), args.ratio_preset, args.seed)
+    big_generation = ensure_city(city_dir(args.big_dir, args.big_preset, args.seed), args.big_preset, args.seed)
+    # Ray starts its workers at niceness 15; the plain loop runs at 0. On a machine that also runs other
+    # work that difference alone would decide the comparison, so this Ray instance's workers run at 0 too.
+    os.environ["RAY_worker_niceness"] = "0"
+    start = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    results["ray_start_seconds"] = time.perf_counter() - start
+    results["machine"]["load_avg_before_timing"] = os.getloadavg()
+    try:
+        # The scale part first: its memory figures then include no leftovers of the ratio part's runs.
+        if not args.skip_big:
+            results["pitts250k"] = big_part(args, work, big_generation)
+        if not args.skip_ratio:
+            results["ratio"] = ratio_part(args, work, {"small": small_generation, "big": big_generation})
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    for name, model in results.get("ratio", {}).get("models", {}).items():
+        print(f"{name:<20} plain {model['median_baseline_images_per_s']:8.1f} images/s  ray "
+              f"{model['median_ray_images_per_s']:8.1f} images/s  median ratio {model['median_ratio']:.3f} "
+              f"(after start-up {model['median_steady_ratio']:.3f}, CPU efficiency "
+              f"{model['median_cpu_efficiency']:.3f})  "
+              f"max |diff| {model['max_abs_difference']:.1e}")
+    if "pitts250k" in results:
+        big = results["pitts250k"]
+        print(f"{big['dataset']}: {big['images']} images ({100 * big['fraction']:.0f}%) in {big['wall_seconds']:.0f} s "
+              f"({big['images_per_s']:.0f} images/s), peak {big['peak_private_rss_plus_object_store_gib']:.2f} GiB "
+              f"(private RSS {big['peak_private_rss_gib']:.2f} + object store {big['peak_object_store_gib']:.2f})")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "pipelines.extract_cmd",
     "pipelines.eval_cmd",
     "pipelines.train_cmd",
+    "pipelines.tune_cmd",
     "pipelines.demo",
 )
 

@@ -59,6 +59,10 @@ class TrainConfig(BaseModel):
 
     val_ns: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
     select_n: int = Field(5, ge=1, description="best epoch = highest validation Recall@select_n")
+    val_store_dir: str | None = Field(
+        None, description="folder (local or s3://) for each epoch's validation descriptors as a Parquet "
+        "store, epoch_{NNN} (000 = off-the-shelf); the reported validation recall is then computed from "
+        "that store by pipelines.evaluate.evaluate_model, exactly as `sare eval` scores it")
     centroid_images: int = Field(500, ge=1, description="training images sampled for NetVLAD k-means")
     centroid_descriptors_per_image: int = Field(100, ge=1)
     whitening_images: int | None = Field(None, ge=2, description="training database images for PCA (None: all)")

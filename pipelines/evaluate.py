@@ -27,7 +27,13 @@ from sare_core.evaluation import (
     write_json,
 )
 from sare_core.evaluation.search import SEARCH_MODES, SearchResult
-from sare_core.evaluation.store_search import StoreRows, read_descriptors, read_rows, resolve_mode, search_store
+from sare_core.evaluation.store_search import (
+    StoreRows,
+    read_descriptors,
+    read_rows,
+    resolve_mode,
+    search_store,
+)
 from sare_core.store import DescriptorStore, open_store
 
 log = logging.getLogger(__name__)

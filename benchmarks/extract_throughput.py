@@ -31,7 +31,8 @@ Cities are generated under <tmp>/sare_extract_bench/ when missing (generation ti
     .venv/bin/python benchmarks/extract_throughput.py                     # both parts
     .venv/bin/python benchmarks/extract_throughput.py --skip-big --rounds 2
 
-Results: results/extract_throughput.json (and a summary on stdout).
+Results: results/extract_throughput.json (and a summary on stdout); a part skipped with --skip-big or
+--skip-ratio keeps its earlier entry there (each part records the command and machine it ran with).
 """
 
 from __future__ import annotations
@@ -169,19 +170,56 @@ def ray_pipeline(dataset: str, model_spec: str, out: str, **overrides) -> tuple[
     return time.perf_counter() - start, result
 
 
-def tree_cpu_seconds() -> float:
-    """CPU seconds (user + system) used so far by this process and every process it started, including
-    finished children (counted in their parent's cutime/cstime once reaped: Ray's raylet reaps its workers)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in MemorySampler._tree():
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
-    return total / ticks
+class CpuMeter:
+    """CPU seconds (user + system) that this process and every process it started spend during a window.
+
+    A thread samples the process tree every 0.2 s and keeps, per process (pid and start time), its CPU
+    time when first seen (0 for one started inside the window) and when last seen; the window's CPU is
+    the sum of the differences. Children's cutime is not used: a process that exits is counted up to its
+    last sample (at most 0.2 s of it can be missed), and nothing is counted twice.
+    """
+
+    def __init__(self, interval_s: float = 0.2):
+        self.interval_s = interval_s
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.first: dict[tuple[int, int], int] = {}
+        self.last: dict[tuple[int, int], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._window_start = 0
+
+    def _sample(self) -> None:
+        for pid in MemorySampler._tree():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu, started = int(fields[11]) + int(fields[12]), int(fields[19])
+            key = (pid, started)
+            if key not in self.first:
+                self.first[key] = 0 if started > self._window_start else cpu
+            self.last[key] = cpu
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self):
+        with open("/proc/uptime") as f:  # start times are in ticks since boot
+            self._window_start = int(float(f.read().split()[0]) * self.ticks)
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last[k] - self.first[k] for k in self.last) / self.ticks
 
 
 def max_difference(store_a: str, store_b: str) -> float:
@@ -198,6 +236,7 @@ class MemorySampler:
         self.interval_s = interval_s
         self.peak_private = self.peak_rss = self.peak_object_store = self.peak_total = 0
         self.samples = 0
+        self.at_peak: dict[str, float] = {}  # private RSS by process name at the peak sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -221,8 +260,9 @@ class MemorySampler:
         return tree
 
     @staticmethod
-    def _status(pid: int) -> tuple[int, int]:
+    def _status(pid: int) -> tuple[int, int, str]:
         rss = anon = 0
+        name = "?"
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
@@ -230,9 +270,14 @@ class MemorySampler:
                         rss = int(line.split()[1]) * 1024
                     elif line.startswith("RssAnon:"):
                         anon = int(line.split()[1]) * 1024
-        except OSError:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            name = "driver" if pid == os.getpid() else os.path.basename(argv[0].decode(errors="replace"))
+            if name.startswith("python") and len(argv) > 1:
+                name = os.path.basename(argv[1].decode(errors="replace")) or name
+        except (OSError, IndexError):
             pass
-        return rss, anon
+        return rss, anon, name
 
     def _object_store_bytes(self, tree: list[int]) -> int:
         """Bytes of shared memory the object store holds: the allocated size of the plasma file that our
@@ -256,16 +301,20 @@ class MemorySampler:
     def sample(self) -> None:
         rss = private = 0
         tree = self._tree()
+        by_name: dict[str, float] = {}
         for pid in tree:
-            r, a = self._status(pid)
+            r, a, name = self._status(pid)
             rss += r
             private += a
+            by_name[name] = by_name.get(name, 0) + a / (1 << 30)
         store = self._object_store_bytes(tree)
         self.samples += 1
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_private = max(self.peak_private, private)
         self.peak_object_store = max(self.peak_object_store, store)
-        self.peak_total = max(self.peak_total, private + store)
+        if private + store > self.peak_total:
+            self.peak_total = private + store
+            self.at_peak = {k: round(v, 3) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v > 0.01}
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -285,7 +334,8 @@ class MemorySampler:
         gib = 1 << 30
         return {"peak_private_rss_gib": self.peak_private / gib, "peak_object_store_gib": self.peak_object_store / gib,
                 "peak_private_rss_plus_object_store_gib": self.peak_total / gib,
-                "peak_sum_of_rss_gib": self.peak_rss / gib, "samples": self.samples}
+                "peak_sum_of_rss_gib": self.peak_rss / gib, "samples": self.samples,
+                "private_rss_gib_by_process_at_peak": self.at_peak}
 
 
 def ratio_part(args, work: str, generation: float | None) -> dict:
@@ -315,22 +365,22 @@ def ratio_part(args, work: str, generation: float | None) -> dict:
             for kind in order:
                 stores[kind] = os.path.join(folder, f"{name}-{r}-{kind}")
                 load = os.getloadavg()[0]
-                cpu_before = tree_cpu_seconds()
-                if kind.startswith("plain"):
-                    threads = 1 if kind == "plain_1_thread" else None
-                    seconds, loop_seconds, n = plain_loop(dataset, spec, stores[kind], threads=threads)
-                    timings[kind] = {"seconds": seconds, "images_per_s": n / seconds,
-                                     "steady_images_per_s": n / loop_seconds, "load_avg_1m": load,
-                                     "torch_threads": threads or torch.get_num_threads()}
-                    images_done = n
-                else:
-                    seconds, result = ray_pipeline(dataset, spec, stores[kind])
-                    timings[kind] = {"seconds": seconds, "images_per_s": result.total / seconds,
-                                     "pipeline_images_per_s": result.images_per_s,
-                                     "steady_images_per_s": result.steady_images_per_s, "load_avg_1m": load,
-                                     "plan": result.plan}
-                    images_done = result.total
-                timings[kind]["cpu_ms_per_image"] = 1000 * (tree_cpu_seconds() - cpu_before) / images_done
+                with CpuMeter() as cpu:
+                    if kind.startswith("plain"):
+                        threads = 1 if kind == "plain_1_thread" else None
+                        seconds, loop_seconds, n = plain_loop(dataset, spec, stores[kind], threads=threads)
+                        timings[kind] = {"seconds": seconds, "images_per_s": n / seconds,
+                                         "steady_images_per_s": n / loop_seconds, "load_avg_1m": load,
+                                         "torch_threads": threads or torch.get_num_threads()}
+                        images_done = n
+                    else:
+                        seconds, result = ray_pipeline(dataset, spec, stores[kind])
+                        timings[kind] = {"seconds": seconds, "images_per_s": result.total / seconds,
+                                         "pipeline_images_per_s": result.images_per_s,
+                                         "steady_images_per_s": result.steady_images_per_s,
+                                         "load_avg_1m": load, "plan": result.plan}
+                        images_done = result.total
+                timings[kind]["cpu_ms_per_image"] = 1000 * cpu.seconds / images_done
             # The baseline is the faster of the two plain loops (torch's default threads, or one thread).
             best = max(timings["plain"]["images_per_s"], timings["plain_1_thread"]["images_per_s"])
             timings["baseline_images_per_s"] = best
@@ -403,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio-preset", default="small")
     parser.add_argument("--images", type=int, default=60000, help="ratio part, tiny model: images (the first "
                         "rows of the --big-preset city's manifest, 64x48 pixels)")
-    parser.add_argument("--heavy-images", type=int, default=3000, help="ratio part, EfficientNet: images (the "
+    parser.add_argument("--heavy-images", type=int, default=9100, help="ratio part, EfficientNet: images (the "
                         "first rows of the --ratio-preset city's manifest, 160x120 pixels)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--rounds", type=int, default=3)
@@ -449,6 +499,16 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     results["machine"]["load_avg_at_end"] = os.getloadavg()
+    for part in ("pitts250k", "ratio"):  # each part records the command and machine it ran with
+        if part in results:
+            results[part]["command"] = results["command"]
+            results[part]["machine"] = results["machine"]
+    if os.path.isfile(args.out):  # a part skipped in this run keeps its figures from an earlier run
+        with open(args.out) as f:
+            previous = json.load(f)
+        for part in ("pitts250k", "ratio"):
+            if part not in results and part in previous:
+                results[part] = previous[part]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

@@ -5,7 +5,7 @@
 The pipeline (one Ray Data dataset, streamed):
 
     rows (id, path, role, split, utm, label) built from the PlaceDataset, never a file listing
-      -> decode_images            CPU tasks: read, decode, resize; compact uint8 pixels out
+      -> decode_images            CPU tasks (no torch in them): read, decode, resize; uint8 pixels out
       -> ImageEmbedder            actor pool: one GPU per actor (autocast float16, channels-last) when the
                                   cluster has GPUs, CPU actors otherwise
       -> write_parts              tasks: each writes its rows as one immutable store part (plus a failures
@@ -41,6 +41,7 @@ from sare_core.models.io import model_payload
 from sare_core.store import PartInfo, StoreMetadata, commit, commit_update
 
 from .config_io import _describe, apply_overrides
+from .extract_io import decode_images, read_image, resized_uint8, write_parts
 from .extract_resume import count_missing, delete_parts_of_run, inspect_store
 from .extract_rows import (
     ROLES,
@@ -51,14 +52,14 @@ from .extract_rows import (
     select_rows,
     without_ids,
 )
-from .extract_workers import ImageEmbedder, decode_images, read_image, write_parts
+from .extract_workers import ImageEmbedder
 
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_SUFFIXES = (".yaml", ".yml")
 PART_TARGET_BYTES = 64 << 20  # descriptor bytes per store part
 DECODE_TARGET_BYTES = 32 << 20  # decoded pixel bytes per decode task (fewer, larger tasks: less overhead)
-DECODE_BASE_MEMORY = 640 << 20  # heap of a decode worker besides its pixels (Python, torch, PIL, one image)
+DECODE_BASE_MEMORY = 384 << 20  # heap of a decode worker besides its pixels (Python, Ray, Arrow, PIL, an image)
 EXIT_FAILURES_EXCEEDED = 3
 
 
@@ -213,7 +214,7 @@ def estimate_pixel_bytes(model: EmbeddingModel, paths: list[str]) -> int:
         return int(config.image_size[0] * config.image_size[1] * 3)
     for path in paths[:3]:
         try:
-            return int(model.preprocessor.to_uint8(read_image(path)).nbytes)
+            return int(resized_uint8(read_image(path), None, config.max_side).nbytes)
         except Exception:  # noqa: BLE001 - a bad sample image is reported by the pipeline, not here
             continue
     side = config.max_side or 640
@@ -349,8 +350,8 @@ def _ensure_ray(address: str | None) -> bool:
     return True
 
 
-def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash: str, preprocessor, uri: str,
-                  metadata: StoreMetadata, task_id: str, storage_options: dict | None = None,
+def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash: str, model_config: ModelConfig,
+                  uri: str, metadata: StoreMetadata, task_id: str, storage_options: dict | None = None,
                   mixed_precision: bool = True, channels_last: bool = True):
     """The Ray Data pipeline rows -> decode -> embed -> write; iterating it yields `PART_SCHEMA` rows."""
     import ray
@@ -362,7 +363,8 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash
     # that differ from the actors' keep Ray Data from fusing decoding into the model actors (where it would
     # run serially with the model instead of in parallel CPU tasks).
     ds = ds.map_batches(
-        decode_images, fn_kwargs={"preprocessor": preprocessor}, batch_format="pyarrow", batch_size=step,
+        decode_images, fn_kwargs={"image_size": model_config.image_size, "max_side": model_config.max_side},
+        batch_format="pyarrow", batch_size=step,
         compute=ray.data.TaskPoolStrategy(size=plan.decode_tasks), num_cpus=plan.decode_cpus,
         memory=plan.decode_memory, udf_modifying_row_count=False)
     ds = ds.map_batches(
@@ -469,7 +471,7 @@ def _execute(config: ExtractConfig, todo: pa.Table, model: EmbeddingModel, diges
         log.info("extract plan: %s", asdict(plan))
         model_ref = ray.put(model_payload(model))
         restore = _set_data_context(plan, config.progress_bars)
-        ds = build_dataset(todo, plan, model_ref, digest, model.preprocessor, config.out, metadata, run_tag,
+        ds = build_dataset(todo, plan, model_ref, digest, model.config, config.out, metadata, run_tag,
                            storage_options, config.mixed_precision, config.channels_last)
         meter = _Throughput(todo.num_rows, config.log_every_s)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
@@ -567,7 +569,8 @@ def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractRe
         images_per_s=(meter.rows + meter.failed) / pipeline_seconds if pipeline_seconds else 0.0,
         parts_written=len(new_parts), deleted_parts=state.deleted, plan=asdict(plan) if plan else {},
         steady_images_per_s=meter.steady_images_per_s)
-    log.info("extract done:\n%s", result.summary())
+    log.info("extract done: %s version %d, %d descriptors and %d failures for %d images (%.1f s)", result.uri,
+             result.version, result.rows, result.failures, result.total, result.seconds)
     return result
 
 

@@ -1,10 +1,15 @@
 """Extraction without Ray: ids, row selection, resource plans, adoption of a dead run's parts."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from pipelines.extract import ExtractConfig, load_extract_config, plan_resources
+from pipelines.extract_io import decode_images, read_image, resized_uint8
 from pipelines.extract_resume import delete_parts_of_run, inspect_store
 from pipelines.extract_rows import (
     default_dataset_name,
@@ -15,6 +20,7 @@ from pipelines.extract_rows import (
     without_ids,
 )
 from sare_core.data import PlaceDataset
+from sare_core.models import Preprocessor, load_rgb
 from sare_core.store import PartWriter, StoreMetadata, commit, open_store
 
 
@@ -142,3 +148,22 @@ def test_rows_schema_roundtrip_for_label_datasets(tmp_path):
     assert rows.column("label").to_pylist() == [7, -1]
     assert np.isnan(rows.column("utm_east").to_numpy()).all()
     assert rows.schema.field("id").type == pa.string()
+
+
+@pytest.mark.parametrize("image_size, max_side", [((48, 64), None), (None, 100), (None, 2000), (None, None)])
+def test_torch_free_decoding_gives_the_preprocessors_pixels(toy_street_images, image_size, max_side):
+    """The decode tasks restate the model's resize rule without torch; the pixels must be identical."""
+    prep = Preprocessor("tiny", image_size, max_side)
+    for path in toy_street_images[::4]:
+        expected = prep.to_uint8(load_rgb(str(path)))
+        np.testing.assert_array_equal(resized_uint8(read_image(str(path)), image_size, max_side), expected)
+    rows = pa.table({"id": ["a"], "path": [str(toy_street_images[0])]})
+    out = decode_images(rows, image_size, max_side)
+    h, w = out.column("height")[0].as_py(), out.column("width")[0].as_py()
+    pixels = np.frombuffer(out.column("pixels")[0].as_py(), np.uint8).reshape(h, w, 3)
+    np.testing.assert_array_equal(pixels, prep.to_uint8(load_rgb(str(toy_street_images[0]))))
+
+
+def test_decode_and_write_workers_do_not_import_torch():
+    code = "import sys, pipelines.extract_io; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2]).returncode == 0

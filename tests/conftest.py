@@ -50,14 +50,21 @@ def s3_uri(s3_server, monkeypatch) -> str:
     return f"s3://{s3_server.create_bucket()}"
 
 
+def init_local_ray(s3_env: dict) -> None:
+    """Start the local Ray instance `ray_local` provides (also used to restore it after a test that had to
+    shut it down, e.g. tests/pipelines/test_multinode.py)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(s3_env)})
+
+
 @pytest.fixture(scope="session")
 def ray_local(s3_server):
     """One local Ray instance (2 CPUs) shared by every Ray test; workers get the loopback S3 variables."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": dict(s3_server.env)})
+        init_local_ray(s3_server.env)
     yield ray
     ray.shutdown()
 

@@ -54,6 +54,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-3, ge=0)
     lr_step_epochs: int = Field(5, ge=1, description="the learning rate is multiplied by lr_gamma this often")
     lr_gamma: float = Field(0.5, gt=0)
+    freeze_batchnorm: bool = Field(
+        True, description="trainable BatchNorm layers keep normalising with their pretrained running statistics "
+        "(their scale/shift still train); batch statistics of a few tuples per worker are too noisy")
     color_jitter: float = Field(0.0, ge=0, le=1, description="strength of colour jitter on training queries")
     max_nonfinite_steps: int = Field(20, ge=0, description="steps with a non-finite loss tolerated per run")
 

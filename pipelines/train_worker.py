@@ -284,6 +284,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         log.info("rank %d: resumed after epoch %d", rank, start_epoch - 1)
 
     net = model
+    net.backbone.freeze_batchnorm = config.freeze_batchnorm
     ddp_model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
     loss_fn = build_loss(LossSpec(name=config.loss.name, kernel=config.loss.kernel, margin=config.loss.margin))
     images = TupleImages(train, net.preprocessor, config.color_jitter, config.seed * 1000 + rank)

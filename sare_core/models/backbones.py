@@ -31,12 +31,20 @@ class FeatureExtractor(nn.Module):
         self.trainable = trainable
         self.out_channels = out_channels
         self.stride = stride
+        # With freeze_batchnorm, the trainable BatchNorm layers also normalise with their stored running
+        # statistics in training (their scale and shift still learn): batches of a few tuples give batch
+        # statistics too noisy to replace ImageNet's (set by the training stage, default on).
+        self.freeze_batchnorm = False
         for param in self.frozen.parameters():
             param.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.frozen.eval()  # frozen BatchNorm statistics stay as loaded
+        if self.freeze_batchnorm:
+            for module in self.trainable.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,21 @@ def test_frozen_batchnorm_statistics_do_not_move_in_training():
     torch.testing.assert_close(net.frozen[0][1].running_mean, before)
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_trainable_batchnorm_statistics_move_only_without_freeze_batchnorm(freeze):
+    net = build_backbone("resnet18", cut="layer4", train_from="layer4")
+    bn = next(m for m in net.trainable.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    net.freeze_batchnorm = freeze
+    net.train()
+    assert bn.training is not freeze and net.trainable.training
+    out = net(torch.randn(2, 3, 64, 64) * 5 + 3)
+    out.sum().backward()
+    assert bn.weight.grad is not None  # the scale still learns either way
+    moved = not torch.allclose(bn.running_mean, before)
+    assert moved is not freeze
+
+
 def test_local_weights_file_round_trip(tmp_path):
     torch.manual_seed(0)
     import torchvision

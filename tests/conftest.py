@@ -55,7 +55,8 @@ def init_local_ray(s3_env: dict) -> None:
     shut it down, e.g. tests/pipelines/test_multinode.py)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(s3_env)})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": dict(s3_env)})
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "pipelines.model_cmd",
     "pipelines.extract_cmd",
     "pipelines.eval_cmd",
+    "pipelines.explain_cmd",
     "pipelines.train_cmd",
     "pipelines.tune_cmd",
     "pipelines.demo",

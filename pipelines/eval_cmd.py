@@ -1,4 +1,5 @@
-"""`sare eval`: score descriptor stores (table, JSON, Recall@N curve, HTML report)."""
+"""`sare eval`: score descriptor stores (table, JSON, Recall@N curve, HTML report); with `--manifest`, extract
+the manifest's images with each `--model` first (see `pipelines.eval_manifest`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,34 @@ def _models_from_args(args: argparse.Namespace) -> list[dict]:
     return models
 
 
+def _manifest_cmd(args: argparse.Namespace) -> int:
+    from .eval_manifest import ManifestEvalConfig
+    from .eval_manifest import run as run_manifest
+
+    if args.store or args.db:
+        raise ValueError("--manifest extracts descriptors itself: give --model, not --store/--db")
+    data: dict = {"manifest": args.manifest}
+    if args.model:
+        data["models"] = list(args.model)
+    for key in ("out_dir", "split", "radius", "fit_split", "model_config"):
+        value = getattr(args, key)
+        if value is not None:
+            data[key] = value
+    if args.ns:
+        data["ns"] = [int(n) for n in args.ns.split(",")]
+    evaluation = {k: getattr(args, k) for k in ("search_mode", "map_k") if getattr(args, k) is not None}
+    if evaluation:
+        data["evaluation"] = evaluation
+    config = load_config(ManifestEvalConfig, args.config, list(args.set), base=data)
+    run_manifest(config)
+    return 0
+
+
 def _eval_cmd(args: argparse.Namespace) -> int:
+    if args.manifest:
+        return _manifest_cmd(args)
+    if args.model:
+        raise ValueError("--model needs --manifest (the images to extract); score existing stores with --store")
     overrides = list(args.set)
     data: dict = {}
     models = _models_from_args(args)
@@ -39,8 +67,23 @@ def _eval_cmd(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="score descriptor stores: Recall@N table, JSON, PNG, HTML report")
-    p.add_argument("--config", help="YAML EvalConfig (models, ns, radius, search_mode, ...)")
+    p = subparsers.add_parser(
+        "eval", help="score descriptor stores, or extract and score a manifest: Recall@N table, JSON, PNG, HTML",
+        description="Score descriptor stores (--store / --db), or, with --manifest and --model, extract the "
+        "manifest's images with each model (Ray Data) and score them in one go. --model takes a saved model "
+        "(runs/X/model.pt), a model-config YAML, or pretrained:BACKBONE-POOLING (e.g. "
+        "pretrained:efficientnet_lite0-netvlad: ImageNet weights; NetVLAD centroids by k-means on the database "
+        "images of --fit-split, default the evaluated split).")
+    p.add_argument("--config", help="YAML EvalConfig (models, ns, radius, search_mode, ...); with --manifest a "
+                   "ManifestEvalConfig")
+    p.add_argument("--manifest", help="manifest (.csv/.parquet) to extract and evaluate (needs --model)")
+    p.add_argument("--model", action="append", metavar="[NAME=]CKPT|YAML|pretrained:NAME",
+                   help="with --manifest: a model to evaluate; repeat to compare (first = baseline of the ratio row)")
+    p.add_argument("--model-config", dest="model_config", help="with --manifest: YAML (ModelConfig or a run "
+                   "config's model: section) that pretrained:NAME models start from (cut, image size, clusters, "
+                   "whitening)")
+    p.add_argument("--fit-split", dest="fit_split", help="with --manifest: split whose database images fit "
+                   "off-the-shelf models' k-means centroids and whitening (default: the evaluated split)")
     p.add_argument("--db", help="database store URI (local path or s3://)")
     p.add_argument("--queries", help="query store URI (default: the --db store)")
     p.add_argument("--name", default="model", help="row name for --db/--queries")
@@ -48,9 +91,11 @@ def register(subparsers) -> None:
                    help="a model's store(s); repeat to compare (first = baseline of the ratio row)")
     p.add_argument("--out-dir", dest="out_dir")
     p.add_argument("--ns", help="comma-separated N values (default 1,2,3,4,5,10)")
-    p.add_argument("--radius", type=float, help="positives within this many metres (default: store's, else 25)")
+    p.add_argument("--radius", type=float, help="positives within this distance: metres, or frames when utm_east "
+                   "is a frame index (default: the store's / manifest split's pos_dist_thr, else 25)")
     p.add_argument("--map-k", dest="map_k", type=int)
-    p.add_argument("--split")
+    p.add_argument("--split", help="split to evaluate (with --manifest, default: its only split, else test, "
+                   "else val)")
     p.add_argument("--search-mode", dest="search_mode", help="auto|flat|cpu_shards|gpu_shards|stream|ray")
     p.add_argument("--images-root", dest="images_root", help="folder the image ids are relative to (HTML report)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -64,6 +64,8 @@ class EvalConfig(BaseModel):
     ray_shards: int = Field(0, ge=0, description="shards for search_mode=ray (0: one per store part)")
     memory_budget_gb: float | None = Field(None, gt=0)
     images_root: str | None = Field(None, description="where image ids resolve to files, for the HTML report")
+    units: str = Field("m", description="unit of the UTM columns in printed distances: m, or e.g. frames when "
+                       "utm_east is a frame index")
     report_queries: int = Field(12, ge=0)
     seed: int = 0
 
@@ -187,9 +189,11 @@ def run(config: EvalConfig) -> dict[str, Evaluation]:
             notes.append(f"{ev.queries_without_positives} queries have no positive (counted as misses)")
         if ev.map_at_k is not None:
             notes.append(f"mAP@{ev.map_k} {100 * ev.map_at_k:.2f}")
-        if ev.localization:
+        if ev.localization and config.units == "m":
             notes.append(f"top-1 error median {ev.localization['median_m']:.1f} m, "
                          f"{100 * ev.localization['within_25m']:.1f}% within 25 m")
+        elif ev.localization:
+            notes.append(f"top-1 error median {ev.localization['median_m']:.1f} {config.units}")
         print(f"{name}: " + "; ".join(notes))
     if "://" not in config.out_dir:
         os.makedirs(config.out_dir, exist_ok=True)

@@ -1,0 +1,410 @@
+"""`sare eval --manifest FILE --model SPEC [--model SPEC2 ...]`: extract and evaluate in one go, on any manifest.
+
+    manifest (CSV/Parquet: path, role [, split], utm_east, utm_north | label)
+      -> for each model: the model file ready to extract with
+           saved model (sare_core.models.save_model, e.g. runs/X/model.pt): used as it is
+           pretrained:BACKBONE-POOLING, or a model-config YAML: an off-the-shelf model, fitted here (below)
+      -> Ray Data extraction (`pipelines.extract.run`) of the split's images into {out_dir}/stores/{name}-{hash}
+      -> `pipelines.evaluate.run`: exact search, Recall@N table (first model = baseline of the ratio row),
+         eval.json, recall_at_n.png, report.html; plus manifest_eval.json (models, hashes, stores, timings)
+
+Off-the-shelf models. `pretrained:NAME` names a backbone with its pretrained weights and a pooling:
+`efficientnet_lite0-gem`, `efficientnet_lite0-netvlad` (ImageNet weights shipped in a package: no download),
+`vgg16-netvlad`, `resnet50-gem`, ... (torchvision's weights: machines with internet only). The ModelConfig
+starts from `model_config` (a ModelConfig YAML, or a run config with a `model:` section, e.g. a training
+config, so that the off-the-shelf model matches the trained one: cut, image size, clusters, whitening) or
+from ModelConfig's defaults without whitening; `pretrained` overrides fields. NetVLAD needs centroids: they
+come from k-means on local descriptors of database images of `fit_split` (default: the evaluated split; no
+labels are used). When the config asks for whitening (`whitening_dim`), PCA whitening is fitted on the
+same split's database images. Both fits run in this process (a plain loop over at most
+`centroid_images` / `whitening_images` images), drawn as `sare train` draws them; with a training config
+as `model_config` (and its training split as `fit_split`), its centroid settings and seed apply, so the
+off-the-shelf NetVLAD is that run's initial model (`initial_model.pt`, same model hash). The evaluated
+images go through Ray Data.
+
+Ground truth: database images within `radius` of each query (default: the manifest split's
+pos_dist_thr, which Parquet manifests carry, else 25), in the manifest's units: metres, or frames when
+utm_east is a frame index (`--radius 2`: within two frames); label manifests: same label.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sare_core.data import PlaceDataset, read_manifest_splits
+from sare_core.data.image_check import check_images
+from sare_core.models import ModelConfig, build_model, load_model, model_hash, save_model
+from sare_core.models.centroids import init_netvlad_centroids
+from sare_core.models.embedding import EmbeddingModel
+from sare_core.models.inference import embed_paths
+from sare_core.models.netvlad import NetVLAD
+from sare_core.models.preprocessing import load_rgb
+from sare_core.whitening import fit_pca_whitening
+
+from .config_io import _describe
+from .evaluate import SEED_NS, EvalConfig, ModelStores
+from .evaluate import run as run_evaluation
+from .extract_rows import dataset_root
+
+log = logging.getLogger(__name__)
+
+PRETRAINED_PREFIX = "pretrained:"
+POOLINGS = ("gem", "netvlad")
+PRETRAINED_WEIGHTS = {"efficientnet_lite0": "imagenet", "vgg16": "torchvision-download",
+                      "resnet18": "torchvision-download", "resnet50": "torchvision-download"}
+PRETRAINED_NAMES = tuple(f"{b}-{p}" for b in PRETRAINED_WEIGHTS for p in POOLINGS)
+SPLIT_PREFERENCE = ("test", "val")  # a manifest with several splits and no --split: the first present
+
+
+class ManifestEvalConfig(BaseModel):
+    """What `sare eval --manifest` does; every field can be set from YAML or `--set key=value`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    manifest: str = Field(description="manifest (.csv/.parquet); relative image paths resolve under its folder")
+    models: list[str] = Field(min_length=1, description="[NAME=]SPEC: a saved model file, a model-config YAML, "
+                              "or pretrained:BACKBONE-POOLING; the first is the baseline of the ratio row")
+    split: str | None = Field(None, description="split to evaluate (default: the manifest's only split, else "
+                              "test, else val)")
+    radius: float | None = Field(None, gt=0, description="positives within this distance, in the manifest's "
+                                 "units (default: the split's pos_dist_thr, else 25)")
+    fit_split: str | None = Field(None, description="off-the-shelf models: split whose database images fit the "
+                                  "NetVLAD k-means and the PCA whitening (default: the evaluated split)")
+    model_config_path: str | None = Field(None, alias="model_config", description="YAML (ModelConfig, or a run "
+                                          "config's model: section) that pretrained:NAME models start from")
+    pretrained: dict = Field(default_factory=dict, description="ModelConfig fields overriding pretrained:NAME's")
+    centroid_images: int = Field(500, ge=1, description="database images sampled for NetVLAD k-means")
+    centroid_descriptors_per_image: int = Field(100, ge=1)
+    whitening_images: int | None = Field(None, ge=2, description="database images for PCA (None: all)")
+    units: str = Field("m", description="what utm_east/utm_north count, for printed distances: m, or frames")
+    out_dir: str = "runs/eval"
+    ns: list[int] = Field(default_factory=lambda: list(SEED_NS))
+    extract: dict = Field(default_factory=dict, description="ExtractConfig fields (batch_size, num_actors, ...)")
+    evaluation: dict = Field(default_factory=dict, description="other EvalConfig fields (search_mode, map_k, ...)")
+    strip_whitening: bool = Field(False, description="evaluate every model without PCA whitening: saved models "
+                                  "drop theirs, off-the-shelf models fit none")
+    check_images: bool = Field(True, description="check that every image file exists before any work")
+    seed: int = 0
+
+    @field_validator("evaluation")
+    @classmethod
+    def _evaluation_fields(cls, value: dict) -> dict:
+        taken = {"models", "out_dir", "ns", "radius", "split", "images_root", "units"} & set(value)
+        if taken:
+            raise ValueError(f"set {sorted(taken)} at the top level, not under evaluation")
+        unknown = set(value) - set(EvalConfig.model_fields)
+        if unknown:
+            raise ValueError(f"unknown EvalConfig fields {sorted(unknown)}")
+        return value
+
+    @field_validator("extract")
+    @classmethod
+    def _extract_fields(cls, value: dict) -> dict:
+        from .extract import ExtractConfig
+
+        taken = {"dataset", "model", "out", "splits"} & set(value)
+        if taken:
+            raise ValueError(f"{sorted(taken)} are set by sare eval --manifest, not under extract")
+        unknown = set(value) - set(ExtractConfig.model_fields)
+        if unknown:
+            raise ValueError(f"unknown ExtractConfig fields {sorted(unknown)}")
+        return value
+
+
+def parse_model_arg(text: str) -> tuple[str | None, str]:
+    """'NAME=SPEC' -> (NAME, SPEC); a SPEC alone -> (None, SPEC). A name holds no '/', ':' or '='."""
+    name, sep, spec = text.partition("=")
+    if sep and name and spec and not re.search(r"[/\\:]", name):
+        return name, spec
+    return None, text
+
+
+def default_row_name(spec: str) -> str:
+    """A table row name for a model spec: 'efficientnet_lite0-gem' for pretrained:..., else the file's
+    folder and stem ('nordland_triplet/model' for runs/nordland_triplet/model.pt)."""
+    if spec.startswith(PRETRAINED_PREFIX):
+        return spec[len(PRETRAINED_PREFIX):]
+    path = Path(spec)
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+
+
+def parse_pretrained_name(spec: str) -> tuple[str, str]:
+    """'pretrained:efficientnet_lite0-netvlad' -> ('efficientnet_lite0', 'netvlad'); ValueError naming the
+    value and the known names otherwise."""
+    name = spec[len(PRETRAINED_PREFIX):]
+    backbone, _, pooling = name.rpartition("-")
+    if backbone not in PRETRAINED_WEIGHTS or pooling not in POOLINGS:
+        known = ", ".join(PRETRAINED_NAMES)
+        extra = " (the tiny backbone has no pretrained weights)" if backbone == "tiny" else ""
+        raise ValueError(f"--model {spec!r}: unknown pretrained model {name!r}{extra}; choose from {known}")
+    return backbone, pooling
+
+
+def read_model_section(path: str) -> dict:
+    """The ModelConfig mapping of a YAML file (the file itself, or its `model:` section)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model_config: no such file: {path}")
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a model config must be a mapping")
+    section = data["model"] if isinstance(data.get("model"), dict) else data
+    unknown = set(section) - set(ModelConfig.model_fields)
+    if unknown:
+        raise ValueError(f"{path}: fields {sorted(unknown)} are not ModelConfig fields (give a ModelConfig "
+                         f"mapping or a run config with a model: section)")
+    return dict(section)
+
+
+FIT_FIELDS = ("centroid_images", "centroid_descriptors_per_image", "whitening_images", "seed")
+
+
+def fit_settings(config: ManifestEvalConfig, source: str | None) -> dict:
+    """centroid_images, centroid_descriptors_per_image, whitening_images and seed for off-the-shelf fits: the
+    config's, except that a training config (`source`: the model-config YAML a model is built from) supplies
+    those the config leaves unset, so that its off-the-shelf model is that run's initial model."""
+    settings = {k: getattr(config, k) for k in FIT_FIELDS}
+    if source:
+        data = yaml.safe_load(Path(source).read_text()) or {}
+        if isinstance(data.get("model"), dict):
+            for key in FIT_FIELDS:
+                if key in data and key not in config.model_fields_set:
+                    settings[key] = data[key]
+    return settings
+
+
+def pretrained_model_config(spec: str, base: dict | None = None, overrides: dict | None = None) -> ModelConfig:
+    """The ModelConfig of `pretrained:BACKBONE-POOLING`: `base` (or defaults without whitening), the named
+    backbone, its pretrained weights and pooling, then `overrides`."""
+    backbone, pooling = parse_pretrained_name(spec)
+    data = dict(base) if base is not None else {"whitening_dim": None}
+    if data.get("backbone", backbone) != backbone:
+        # another backbone's cut / train_from make no sense here
+        data = {k: v for k, v in data.items() if k not in ("cut", "train_from")}
+    data.update(backbone=backbone, weights=PRETRAINED_WEIGHTS[backbone], pooling=pooling)
+    data.update(overrides or {})
+    try:
+        return ModelConfig(**data)
+    except ValidationError as exc:
+        raise ValueError(f"--model {spec}: invalid model config: {_describe(exc)}") from None
+
+
+def fit_off_the_shelf(model: EmbeddingModel, db_paths: list[str], centroid_images: int = 500,
+                      per_image: int = 100, whitening_images: int | None = None, seed: int = 0,
+                      batch_size: int = 32) -> dict:
+    """Fit what an off-the-shelf model lacks from database images: NetVLAD centroids by k-means (NetVLAD
+    pooling) and PCA whitening to `model.config.whitening_dim` (when set; capped by the images' rank).
+    Returns what was fitted, for the record."""
+    import torch
+
+    record: dict = {"fit_images": len(db_paths)}
+    rng = np.random.default_rng(seed)
+    if isinstance(model.pool, NetVLAD):
+        # the same draw, order and batches as `sare train`'s initial model: same seed, same centroids
+        rows = rng.choice(len(db_paths), size=min(centroid_images, len(db_paths)), replace=False)
+        prep = model.preprocessor
+
+        def batches():
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                yield prep.normalize_uint8(np.stack([prep.to_uint8(load_rgb(db_paths[i])) for i in chunk]))
+
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            init_netvlad_centroids(model, batches(), per_image=per_image, seed=seed)
+        record["kmeans"] = {"images": len(rows), "per_image": per_image, "clusters": model.pool.num_clusters,
+                            "seconds": time.perf_counter() - started}
+    dim = model.config.whitening_dim
+    if dim is not None:
+        rows = np.arange(len(db_paths))
+        if whitening_images and len(db_paths) > whitening_images:  # as `sare train` draws them
+            rows = np.sort(np.random.default_rng(seed).choice(len(db_paths), whitening_images, replace=False))
+        started = time.perf_counter()
+        model.set_whitening(None)
+        desc = embed_paths(model, [db_paths[i] for i in rows], batch_size=batch_size)
+        usable = min(dim, len(desc) - 1, desc.shape[1])
+        if usable < dim:
+            log.warning("whitening: %d dims requested, %d possible from %d images; using %d", dim,
+                        min(len(desc) - 1, desc.shape[1]), len(desc), usable)
+        model.set_whitening(fit_pca_whitening(desc, usable))
+        record["whitening"] = {"images": len(rows), "dims": usable, "seconds": time.perf_counter() - started}
+    return record
+
+
+def choose_split(splits: dict[str, PlaceDataset], wanted: str | None, manifest: str) -> str:
+    if wanted is not None:
+        if wanted not in splits:
+            raise ValueError(f"{manifest}: no split {wanted!r} (field 'split' holds {sorted(splits)})")
+        return wanted
+    if len(splits) == 1:
+        return next(iter(splits))
+    for split in SPLIT_PREFERENCE:
+        if split in splits:
+            log.info("%s holds splits %s; evaluating %r (choose with --split)", manifest, sorted(splits), split)
+            return split
+    raise ValueError(f"{manifest}: holds splits {sorted(splits)}; choose one with --split")
+
+
+class PreparedModel(BaseModel):
+    """A model ready for extraction: its row name, the spec it came from, the file to extract with."""
+
+    name: str
+    spec: str
+    path: str
+    model_hash: str
+    descriptor_dim: int
+    off_the_shelf: bool
+    fit: dict = Field(default_factory=dict)
+
+
+def _safe(name: str) -> str:
+    """A row name as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _check_specs(config: ManifestEvalConfig) -> list[tuple[str, str]]:
+    """[(row name, spec)]; fails on a missing file or an unknown pretrained name, before any work."""
+    named = []
+    for text in config.models:
+        name, spec = parse_model_arg(text)
+        if spec.startswith(PRETRAINED_PREFIX):
+            parse_pretrained_name(spec)
+        elif not os.path.isfile(spec):
+            raise FileNotFoundError(f"--model: no such file: {spec}")
+        named.append((name or default_row_name(spec), spec))
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--model: row names repeat ({names}); name them, e.g. --model trained=runs/x/model.pt")
+    return named
+
+
+def prepare_model(name: str, spec: str, config: ManifestEvalConfig, fit_data: PlaceDataset,
+                  base_section: dict | None, models_dir: str) -> PreparedModel:
+    """Load a saved model, or build and fit an off-the-shelf one and save it under `models_dir`."""
+    import torch
+
+    if not spec.startswith(PRETRAINED_PREFIX) and not spec.lower().endswith((".yaml", ".yml")):
+        model = load_model(spec)
+        path = os.path.abspath(spec)
+        if config.strip_whitening and model.whitening is not None:
+            model.set_whitening(None)
+            path = os.path.join(models_dir, f"{_safe(name)}-{model_hash(model)}.pt")
+            save_model(path, model, metadata={**model.metadata, "derived": f"{spec} without its whitening"})
+        return PreparedModel(name=name, spec=spec, path=path, model_hash=model_hash(model),
+                             descriptor_dim=model.descriptor_dim, off_the_shelf=False)
+    if spec.startswith(PRETRAINED_PREFIX):
+        model_cfg = pretrained_model_config(spec, base_section, config.pretrained)
+    else:
+        try:
+            model_cfg = ModelConfig(**{**read_model_section(spec), **config.pretrained})
+        except ValidationError as exc:
+            raise ValueError(f"{spec}: invalid model config: {_describe(exc)}") from None
+    if config.strip_whitening:
+        model_cfg = model_cfg.model_copy(update={"whitening_dim": None})
+    settings = fit_settings(config, config.model_config_path if spec.startswith(PRETRAINED_PREFIX) else spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings["seed"])
+        model = build_model(model_cfg).eval()
+    fit = fit_off_the_shelf(model, fit_data.db_paths, settings["centroid_images"],
+                            settings["centroid_descriptors_per_image"], settings["whitening_images"],
+                            settings["seed"])
+    fit.update(split=fit_data.split, seed=settings["seed"])
+    digest = model_hash(model)
+    path = os.path.join(models_dir, f"{_safe(name)}-{digest}.pt")
+    save_model(path, model, metadata={"stage": "off-the-shelf", "spec": spec, "seed": settings["seed"], "fit": fit,
+                                      "manifest": config.manifest})
+    return PreparedModel(name=name, spec=spec, path=path, model_hash=digest, descriptor_dim=model.descriptor_dim,
+                         off_the_shelf=True, fit=fit)
+
+
+def run(config: ManifestEvalConfig) -> dict:
+    """Prepare every model, extract the split's images with each (Ray Data), evaluate them together.
+
+    Everything that can be checked is checked before any work: the manifest (file, fields, values), the
+    split, the image files, the model specs. Returns {"results": {name: Evaluation}, "models": [...], ...}.
+    """
+    from . import extract
+
+    started = time.perf_counter()
+    manifest = config.manifest
+    if "://" not in manifest:
+        manifest = os.path.abspath(manifest)
+    splits = read_manifest_splits(manifest)
+    split = choose_split(splits, config.split, config.manifest)
+    data = splits[split]
+    if data.num_db == 0 or data.num_q == 0:
+        raise ValueError(f"{config.manifest}: split {split!r} has {data.num_db} database rows and {data.num_q} "
+                         f"query rows (field 'role'); need both")
+    fit_split = config.fit_split or split
+    if fit_split not in splits:
+        raise ValueError(f"fit_split: {config.manifest} has no split {fit_split!r} (it has {sorted(splits)})")
+    named = _check_specs(config)
+    base_section = read_model_section(config.model_config_path) if config.model_config_path else None
+    if config.check_images:
+        paths = [p for p in (*data.db_paths, *data.q_paths) if "://" not in p]
+        report = check_images(paths)
+        if not report.ok:
+            raise FileNotFoundError(f"{config.manifest}: field 'path': {report.summary()}")
+    radius = config.radius if config.radius is not None else (data.pos_dist_thr if data.is_geographic else None)
+    out = config.out_dir.rstrip("/")
+    if "://" not in out:
+        out = os.path.abspath(out)
+        os.makedirs(out, exist_ok=True)
+
+    prepared: list[PreparedModel] = []
+    for name, spec in named:
+        t0 = time.perf_counter()
+        prepared.append(prepare_model(name, spec, config, splits[fit_split], base_section, f"{out}/models"))
+        log.info("model %s: %s (%s, %d dims) ready in %.1f s", name, prepared[-1].path, prepared[-1].model_hash,
+                 prepared[-1].descriptor_dim, time.perf_counter() - t0)
+
+    import ray
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address=config.extract.get("ray_address"), include_dashboard=False, log_to_driver=True)
+        started_ray = True
+    extractions = {}
+    try:
+        for model in prepared:
+            store = f"{out}/stores/{_safe(model.name)}-{model.model_hash}"
+            xcfg = extract.ExtractConfig(**{**config.extract, "dataset": manifest, "model": model.path,
+                                            "out": store, "splits": [split] if split else None,
+                                            "seed": config.seed})
+            result = extract.run(xcfg)
+            if result.failures:
+                log.warning("%s: %d images could not be read (see the store's failures table); they are left "
+                            "out of the evaluation", model.name, result.failures)
+            extractions[model.name] = {"store": store, "seconds": result.seconds, "images": result.total,
+                                       "failures": result.failures, "images_per_s": result.images_per_s}
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+    eval_config = EvalConfig(**{**config.evaluation,
+                                "models": [ModelStores(name=m.name, database=extractions[m.name]["store"])
+                                           for m in prepared],
+                                "out_dir": out, "ns": config.ns, "radius": radius, "split": split or None,
+                                "images_root": dataset_root(manifest), "units": config.units})
+    print(f"{config.manifest}, split {split or '(none)'}: {data.num_q} queries, {data.num_db} database images"
+          + (f", positives within {radius:g} (manifest units)" if radius is not None else ", same-label positives"))
+    results = run_evaluation(eval_config)
+    record = {"manifest": config.manifest, "split": split, "radius": radius, "config": config.model_dump(mode="json",
+              by_alias=True), "models": [m.model_dump() for m in prepared], "extractions": extractions,
+              "results": {n: e.to_json() for n, e in results.items()}, "seconds": time.perf_counter() - started}
+    if "://" not in out:
+        with open(f"{out}/manifest_eval.json", "w") as f:
+            json.dump(record, f, indent=2, default=str)
+    return {"results": results, "models": prepared, "split": split, "radius": radius, "record": record}

@@ -274,15 +274,21 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _check_specs(config: ManifestEvalConfig) -> list[tuple[str, str]]:
-    """[(row name, spec)]; fails on a missing file or an unknown pretrained name, before any work."""
+def _check_specs(config: ManifestEvalConfig, base_section: dict | None) -> list[tuple[str, str]]:
+    """[(row name, spec)]; fails on a missing file, an unknown pretrained name or an invalid model config,
+    before any work."""
     named = []
     for text in config.models:
         name, spec = parse_model_arg(text)
         if spec.startswith(PRETRAINED_PREFIX):
-            parse_pretrained_name(spec)
+            pretrained_model_config(spec, base_section, config.pretrained)
         elif not os.path.isfile(spec):
             raise FileNotFoundError(f"--model: no such file: {spec}")
+        elif spec.lower().endswith((".yaml", ".yml")):
+            try:
+                ModelConfig(**{**read_model_section(spec), **config.pretrained})
+            except ValidationError as exc:
+                raise ValueError(f"{spec}: invalid model config: {_describe(exc)}") from None
         named.append((name or default_row_name(spec), spec))
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
@@ -350,8 +356,8 @@ def run(config: ManifestEvalConfig) -> dict:
     fit_split = config.fit_split or split
     if fit_split not in splits:
         raise ValueError(f"fit_split: {config.manifest} has no split {fit_split!r} (it has {sorted(splits)})")
-    named = _check_specs(config)
     base_section = read_model_section(config.model_config_path) if config.model_config_path else None
+    named = _check_specs(config, base_section)
     if config.check_images:
         paths = [p for p in (*data.db_paths, *data.q_paths) if "://" not in p]
         report = check_images(paths)

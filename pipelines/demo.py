@@ -2,7 +2,9 @@
 
 1. the synthetic city (small preset) -> JPEGs, dbStruct .mat files, a manifest;
 2. NetVLAD centroids by k-means; SARE training with re-mining on Ray Train (CPU workers);
-3. PCA whitening for the off-the-shelf and the trained model alike (fitted on training database images);
+3. PCA whitening, when the config asks for it, for the off-the-shelf and the trained model alike (fitted on
+   training database images; configs/demo.yaml leaves it out: on this city it cost the trained model
+   recall, README.md);
 4. Ray Data extraction of the test area with each model into Parquet stores;
 5. exact-search evaluation of both: the seed-style table (off-the-shelf / trained / ratio), JSON, Recall@N
    curves, the HTML report of retrieved images, and the training curves.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,15 +42,20 @@ class DemoConfig(BaseModel):
 
 
 def _city(config: DemoConfig) -> str:
-    from sare_core.data.synth import generate_city
+    from sare_core.data.synth import GENERATOR_VERSION, generate_city
+    from sare_core.data.synth_presets import get_preset
 
     city_dir = os.path.join(os.path.abspath(config.out_dir), "city")
     marker = os.path.join(city_dir, "city.json")
     if os.path.isfile(marker):
-        info = json.load(open(marker))
-        if info.get("preset") == config.preset and info.get("seed") == config.seed:
+        with open(marker) as f:
+            info = json.load(f)
+        wanted = {"preset": config.preset, "seed": config.seed, "generator_version": GENERATOR_VERSION,
+                  "parameters": json.loads(json.dumps(get_preset(config.preset).to_dict()))}
+        if all(info.get(key) == value for key, value in wanted.items()):
             log.info("reusing the synthetic city at %s", city_dir)
             return os.path.join(city_dir, "manifest.parquet")
+        log.info("the city at %s was made with other settings; generating it again", city_dir)
     started = time.perf_counter()
     generate_city(city_dir, config.preset, config.seed, config.city_workers)
     log.info("synthetic city (%s) in %.0f s", config.preset, time.perf_counter() - started)
@@ -55,9 +63,24 @@ def _city(config: DemoConfig) -> str:
 
 
 def _extract(config: DemoConfig, manifest: str, model_path: str, store: str, split: str) -> None:
+    """Extract `split` with the model at `model_path` into `store`; a store that the demo made earlier with
+    another model (e.g. a run with more epochs selected another one) is replaced, an unfinished one resumed."""
+    from sare_core.models.io import model_hash
+    from sare_core.store import open_store
+    from sare_core.store.errors import StoreNotCommittedError
+
     from .extract import ExtractConfig
     from .extract import run as extract_run
 
+    if os.path.isdir(store):
+        try:
+            previous = open_store(store, verify=False).metadata.model_hash
+        except StoreNotCommittedError:
+            previous = None
+        current = model_hash(load_model(model_path))
+        if previous is not None and previous != current:
+            log.info("%s holds descriptors of another model (%s, now %s); extracting again", store, previous, current)
+            shutil.rmtree(store)
     extract_run(ExtractConfig(dataset=manifest, model=model_path, out=store, splits=[split], **config.extract))
 
 
@@ -66,12 +89,21 @@ def run(config: DemoConfig) -> dict:
     from .train import fit_whitening
 
     started = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    def stage_done(name: str, since: float) -> float:
+        now = time.perf_counter()
+        stages[name] = now - since
+        return now
+
     out = os.path.abspath(config.out_dir)
     os.makedirs(out, exist_ok=True)
     manifest = _city(config)
+    mark = stage_done("city", started)
     train_config = TrainConfig(**{"name": "demo", "seed": config.seed, **config.train,
                                   "dataset": manifest, "storage_path": os.path.join(out, "runs")})
     trained = train.run(train_config)
+    mark = stage_done("training (incl. k-means, validation, whitening)", mark)
 
     # The off-the-shelf model gets the same whitening treatment as the trained one.
     splits = train.load_splits(train_config)
@@ -79,21 +111,25 @@ def run(config: DemoConfig) -> dict:
     off_model = load_model(trained.initial_model_path)
     fit_whitening(off_model, train_config, splits[train_config.train_split])
     save_model(off_path, off_model, metadata={"stage": "off-the-shelf", "seed": config.seed})
+    mark = stage_done("off-the-shelf model", mark)
 
     split = train_config.test_split or train_config.val_split
     stores = {}
     for name, path in (("off-the-shelf", off_path), ("trained", trained.model_path)):
         stores[name] = os.path.join(out, "stores", name.replace("-", "_"))
         _extract(config, manifest, path, stores[name], split)
+    mark = stage_done("test-area extraction (2 models)", mark)
     eval_config = evaluate.EvalConfig(
         models=[evaluate.ModelStores(name=n, database=s) for n, s in stores.items()],
         out_dir=os.path.join(out, "eval"), ns=config.eval_ns, split=split,
         images_root=os.path.dirname(manifest), seed=config.seed,
     )
     results = evaluate.run(eval_config)
+    stage_done("evaluation and report", mark)
     minutes = (time.perf_counter() - started) / 60
     summary = {
         "minutes": minutes,
+        "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
         "recall@1": {n: r.recalls[1] for n, r in results.items()},
         "gain_recall@1": results["trained"].recalls[1] - results["off-the-shelf"].recalls[1],
         "best_epoch": trained.best_epoch,
@@ -104,6 +140,7 @@ def run(config: DemoConfig) -> dict:
         json.dump(summary, f, indent=2)
     print(f"demo finished in {minutes:.1f} min: test Recall@1 off-the-shelf {100 * summary['recall@1']['off-the-shelf']:.1f}% "
           f"-> trained {100 * summary['recall@1']['trained']:.1f}% (+{100 * summary['gain_recall@1']:.1f} points)")
+    print("time by stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items()))
     print(f"report: {eval_config.out_dir}/report.html, curves: {summary['outputs']['training_curves']}")
     return summary
 

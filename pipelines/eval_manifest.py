@@ -50,6 +50,7 @@ from sare_core.models.netvlad import NetVLAD
 from sare_core.models.preprocessing import load_rgb
 from sare_core.whitening import fit_pca_whitening
 
+from . import ray_session
 from .config_io import _describe
 from .evaluate import SEED_NS, EvalConfig, ModelStores
 from .evaluate import run as run_evaluation
@@ -378,10 +379,7 @@ def run(config: ManifestEvalConfig) -> dict:
 
     import ray
 
-    started_ray = False
-    if not ray.is_initialized():
-        ray.init(address=config.extract.get("ray_address"), include_dashboard=False, log_to_driver=True)
-        started_ray = True
+    started_ray = ray_session.connect(config.extract.get("ray_address"))
     extractions = {}
     try:
         for model in prepared:

@@ -40,6 +40,7 @@ from sare_core.models import EmbeddingModel, ModelConfig, build_model, load_mode
 from sare_core.models.io import model_payload
 from sare_core.store import PartInfo, StoreMetadata, commit, commit_update
 
+from . import ray_session
 from .config_io import _describe, apply_overrides
 from .extract_io import decode_images, read_image, resized_uint8, write_parts
 from .extract_resume import count_missing, delete_parts_of_run, inspect_store
@@ -342,12 +343,7 @@ class ExtractResult:
 
 def _ensure_ray(address: str | None) -> bool:
     """Connect to (or start) Ray unless connected; True when this call did."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    ray.init(address=address, include_dashboard=False, log_to_driver=True)
-    return True
+    return ray_session.connect(address)
 
 
 def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash: str, model_config: ModelConfig,

@@ -13,6 +13,8 @@ import ray
 
 from sare_core.evaluation.search import SearchResult, build_flat_index, merge_topk
 
+from . import ray_session
+
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +53,7 @@ def ray_sharded_search(
 
     Starts a local Ray instance when none is running. `use_gpu` None means: when the cluster has GPUs.
     """
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    ray_session.connect(log_to_driver=False)
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
     actor_cls = ray.remote(num_cpus=cpus_per_shard, num_gpus=1 if use_gpu else 0)(ShardSearcher)

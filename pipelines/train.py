@@ -29,6 +29,7 @@ from sare_core.models.netvlad import NetVLAD
 from sare_core.models.preprocessing import load_rgb
 from sare_core.whitening import fit_pca_whitening
 
+from . import ray_session
 from .train_config import TrainConfig
 from .train_worker import CHECKPOINT_FILE, train_loop_per_worker
 
@@ -100,12 +101,10 @@ def _scaling(config: TrainConfig):
 
 def fit_with_ray(config: TrainConfig, initial_path: str):
     """Run the TorchTrainer; rerunning the same name/storage_path resumes from its last checkpoint."""
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=True)
+    ray_session.connect()
     trainer = TorchTrainer(
         train_loop_per_worker=train_loop_per_worker,
         train_loop_config={"config": config.model_dump(mode="json"), "initial_model": initial_path},

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from . import ray_session
 from .train_config import TrainConfig
 from .tune_config import (
     MAX_CHECKED_COMBINATIONS,
@@ -214,8 +215,7 @@ def run(config: SweepConfig) -> SweepResult:
     started = time.perf_counter()
     directory = config.sweep_dir
     _keep_sweep_config(config)
-    if not ray.is_initialized():
-        ray.init(address=config.ray_address, include_dashboard=False)
+    ray_session.connect(config.ray_address)
     resources = ray.cluster_resources()
     concurrency = config.max_concurrent_trials or default_concurrency(config, base, resources)
     gpu = uses_gpu(base, resources)

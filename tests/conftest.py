@@ -55,8 +55,10 @@ def init_local_ray(s3_env: dict) -> None:
     shut it down, e.g. tests/pipelines/test_multinode.py)."""
     import ray
 
+    from pipelines.ray_session import SETUP_HOOK
+
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": dict(s3_env)})
+             runtime_env={"env_vars": dict(s3_env), "worker_process_setup_hook": SETUP_HOOK})
 
 
 @pytest.fixture(scope="session")

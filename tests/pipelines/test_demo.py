@@ -1,0 +1,59 @@
+"""`sare demo` end to end on the tiny city (the real pipeline: city, Ray Train, Ray Data, evaluation), and
+its reuse of a city made with the same settings only."""
+
+import json
+import logging
+import os
+
+from pipelines import demo
+from pipelines.demo import DemoConfig
+
+TINY_TRAIN = {
+    "model": {"backbone": "tiny", "num_clusters": 8, "whitening_dim": 16, "image_size": [72, 96]},
+    "epochs": 1, "chunk_size": 16, "negative_pool": 60, "num_negatives": 4, "batch_size": 2,
+    "centroid_images": 40, "num_workers": 2, "val_ns": [1, 5], "select_n": 1,
+}
+
+
+def test_demo_end_to_end_on_the_tiny_city(tmp_path, ray_local, capsys, caplog):
+    config = DemoConfig(out_dir=str(tmp_path / "demo"), preset="tiny", train=TINY_TRAIN, eval_ns=[1, 5])
+    summary = demo.run(config)
+
+    printed = capsys.readouterr().out
+    for row in ("off-the-shelf", "trained", "ratio trained/off-the-shelf"):
+        assert row in printed
+    assert "time by stage" in printed
+    assert set(summary["recall@1"]) == {"off-the-shelf", "trained"}
+    assert all(0.0 <= r <= 1.0 for r in summary["recall@1"].values())
+    assert summary["best_epoch"] == 1  # epoch 0 (off-the-shelf) is never selected
+    assert set(summary["stage_seconds"]) >= {"city", "test-area extraction (2 models)", "evaluation and report"}
+    assert sum(summary["stage_seconds"].values()) <= summary["minutes"] * 60 + 1
+    out = tmp_path / "demo"
+    for path in ("demo_summary.json", "eval/report.html", "eval/eval.json", "eval/recall_at_n.png",
+                 "runs/demo/training_curves.png", "runs/demo/model.pt", "runs/demo/off_the_shelf_model.pt"):
+        assert (out / path).is_file(), path
+    assert json.loads((out / "demo_summary.json").read_text())["gain_recall@1"] == summary["gain_recall@1"]
+
+    # Same settings: the city is reused and the finished run resumes without training again.
+    caplog.set_level(logging.INFO, logger="pipelines.demo")
+    again = demo.run(config)
+    assert "reusing the synthetic city" in caplog.text
+    assert again["recall@1"] == summary["recall@1"]
+
+
+def test_a_city_made_with_other_settings_is_generated_again(tmp_path, caplog):
+    config = DemoConfig(out_dir=str(tmp_path), preset="tiny")
+    manifest = demo._city(config)
+    marker = tmp_path / "city" / "city.json"
+    info = json.loads(marker.read_text())
+    info["parameters"]["counts"]["train"]["queries"] += 1  # as if made by an older preset
+    marker.write_text(json.dumps(info))
+    before = os.path.getmtime(manifest)
+    caplog.set_level(logging.INFO, logger="pipelines.demo")
+    assert demo._city(config) == manifest
+    assert "generating it again" in caplog.text
+    assert os.path.getmtime(manifest) >= before
+    assert json.loads(marker.read_text())["parameters"]["counts"]["train"]["queries"] == 32
+    caplog.clear()
+    demo._city(config)
+    assert "reusing the synthetic city" in caplog.text

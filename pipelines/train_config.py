@@ -72,6 +72,9 @@ class TrainConfig(BaseModel):
     extract_batch_size: int = Field(32, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures survived (restart from last checkpoint)")
     pid_dir: str | None = Field(None, description="write each worker's PID here (fault-injection tests, ops)")
+    mining_log_dir: str | None = Field(
+        None, description="local folder: rank 0 writes every chunk's negative pools and mined tuples there as "
+        "epoch{E:03d}_chunk{C:03d}.npz (sare_core.mining.load_mining_record), to audit the mining")
     seed: int = 0
 
     @model_validator(mode="after")

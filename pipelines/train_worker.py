@@ -29,7 +29,7 @@ import torch.distributed as dist
 from sare_core.data import PlaceDataset, open_splits
 from sare_core.evaluation import recall_at_n
 from sare_core.losses import LossSpec, build_loss
-from sare_core.mining import GroundTruthForTraining, MiningState, mine_chunk, plan_chunk
+from sare_core.mining import GroundTruthForTraining, MiningState, mine_chunk, plan_chunk, save_mining_record
 from sare_core.models import embed_paths, load_model, model_hash
 from sare_core.models.io import model_from_payload, model_payload
 from sare_core.models.preprocessing import load_rgb
@@ -316,6 +316,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
             c_desc = gather_descriptors(net, [train.db_paths[i] for i in plan.cache_db], rank, world,
                                         config.extract_batch_size, device)
             tuples = mine_chunk(plan, q_desc, c_desc, state, config.num_negatives)
+            if config.mining_log_dir and rank == 0:
+                os.makedirs(config.mining_log_dir, exist_ok=True)
+                save_mining_record(os.path.join(config.mining_log_dir, f"epoch{epoch:03d}_chunk{chunk_index:03d}.npz"),
+                                   plan, tuples)
             mining_seconds += time.perf_counter() - t_mine
             # Every worker takes the same number of whole batches (DDP steps in lockstep).
             per_worker = (len(tuples) // (world * config.batch_size)) * config.batch_size

@@ -159,3 +159,23 @@ def mine_chunk(
     if not out_q:
         return Tuples(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, num_negatives), np.int64))
     return Tuples(np.array(out_q, np.int64), np.array(out_p, np.int64), np.stack(out_n).astype(np.int64))
+
+
+def save_mining_record(path: str, plan: ChunkPlan, tuples: Tuples) -> None:
+    """Write one chunk's plan and mined tuples to `path` (.npz), for audits of the mining.
+
+    Arrays: queries (C,), positives/negatives of the tuples (T,) / (T, N), the chunk's queries and their
+    pools concatenated (pool_rows) with offsets (C + 1,); database / query rows of the training split.
+    """
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in plan.pools])]).astype(np.int64)
+    pool_rows = np.concatenate(plan.pools).astype(np.int64) if plan.pools else np.zeros(0, np.int64)
+    np.savez(path, chunk_queries=plan.queries, pool_rows=pool_rows, pool_offsets=offsets,
+             tuple_queries=tuples.queries, tuple_positives=tuples.positives, tuple_negatives=tuples.negatives)
+
+
+def load_mining_record(path: str) -> tuple[dict[int, np.ndarray], Tuples]:
+    """Read a `save_mining_record` file: (query row -> its negative pool, the mined tuples)."""
+    with np.load(path) as f:
+        offsets, rows = f["pool_offsets"], f["pool_rows"]
+        pools = {int(q): rows[offsets[i] : offsets[i + 1]] for i, q in enumerate(f["chunk_queries"])}
+        return pools, Tuples(f["tuple_queries"], f["tuple_positives"], f["tuple_negatives"])

@@ -7,12 +7,17 @@ import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from pipelines.train import run
 from pipelines.train_config import TrainConfig
-from sare_core.models import load_model
+from pipelines.train_worker import CHECKPOINT_FILE
+from sare_core.data import open_splits
+from sare_core.mining import GroundTruthForTraining, load_mining_record
+from sare_core.models import embed_paths, load_model
+from sare_core.models.io import model_from_payload
 
 
 def tiny_config(city, storage, name, **kw) -> TrainConfig:
@@ -26,8 +31,33 @@ def tiny_config(city, storage, name, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def audit_mining(record_path: str, mining_model, train, check_hardness: bool) -> int:
+    """Check one chunk's mined tuples on the city's geometry: each positive within 10 m of its query and,
+    in descriptor space, the nearest potential positive; each query's negatives beyond 25 m, members of its
+    pool, and (check_hardness) its hardest. Descriptors are recomputed here with `mining_model`, the model the
+    workers mined with; 1e-4 absorbs their different batching. Returns the number of tuples checked."""
+    pools, tuples = load_mining_record(record_path)
+    assert len(tuples) > 0
+    assert train.pos_dist_thr == 25.0 and train.nontriv_pos_dist_sq_thr == 100.0
+    q_desc = embed_paths(mining_model, train.q_paths, batch_size=16)
+    db_desc = embed_paths(mining_model, train.db_paths, batch_size=16)
+    gt = GroundTruthForTraining.from_dataset(train)
+    def sq_dist(rows, q):
+        return ((db_desc[rows] - q_desc[q]) ** 2).sum(1)
+
+    for q, p, negs in zip(tuples.queries, tuples.positives, tuples.negatives):
+        assert np.linalg.norm(train.db_utm[p] - train.q_utm[q]) <= 10.0
+        assert (np.linalg.norm(train.db_utm[negs] - train.q_utm[q], axis=1) > 25.0).all()
+        assert len(set(negs.tolist())) == len(negs) and set(negs.tolist()) <= set(pools[int(q)].tolist())
+        if check_hardness:
+            assert sq_dist([p], q)[0] <= sq_dist(gt.potential_positives[q], q).min() + 1e-4
+            kth = np.sort(sq_dist(pools[int(q)], q))[len(negs) - 1]
+            assert sq_dist(negs, q).max() <= kth + 1e-4
+    return len(tuples)
+
+
 def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
-    config = tiny_config(tiny_city, tmp_path, "run", epochs=1)
+    config = tiny_config(tiny_city, tmp_path, "run", epochs=1, mining_log_dir=str(tmp_path / "mining"))
     first = run(config)
     assert [h["epoch"] for h in first.history] == [0, 1]
     printed = capsys.readouterr().out
@@ -42,6 +72,30 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     saved = json.loads(open(os.path.join(second.run_dir, "history.json")).read())
     assert saved["best_epoch"] in (1, 2)
     assert second.history[2]["tuples"] > 0 and second.history[2]["loss"] > 0
+
+    # The distributed mining on the city: epoch 1 mined with the k-means model, epoch 2 (after the resume)
+    # with epoch 1's checkpoint; a chunk after the first of an epoch mined with a model not kept, so only its
+    # geometry is checked. Hard negatives of epoch 1 are in the query's epoch-2 pool.
+    train = open_splits(config.dataset)["train"]
+    records = sorted(os.listdir(tmp_path / "mining"))
+    assert {r[:8] for r in records} == {"epoch001", "epoch002"}
+    epoch1_ckpt = sorted(d for d in os.listdir(first.run_dir) if d.startswith("checkpoint_"))[0]
+    saved = torch.load(os.path.join(first.run_dir, epoch1_ckpt, CHECKPOINT_FILE), weights_only=True)
+    mining_models = {"epoch001": load_model(first.initial_model_path),
+                     "epoch002": model_from_payload(saved["model"])}
+    checked = sum(audit_mining(str(tmp_path / "mining" / r), mining_models[r[:8]], train, r.endswith("chunk000.npz"))
+                  for r in records)
+    assert checked >= first.history[1]["tuples"] + second.history[2]["tuples"]  # mined >= trained (whole batches)
+    pools2 = {}
+    for r in records:
+        if r.startswith("epoch002"):
+            pools2.update(load_mining_record(str(tmp_path / "mining" / r))[0])
+    for r in records:
+        if r.startswith("epoch001"):
+            tuples1 = load_mining_record(str(tmp_path / "mining" / r))[1]
+            for q, negs in zip(tuples1.queries, tuples1.negatives):
+                if int(q) in pools2:
+                    assert set(negs.tolist()) <= set(pools2[int(q)].tolist())
 
 
 def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_local):

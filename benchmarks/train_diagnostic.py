@@ -1,0 +1,171 @@
+"""What-if runs of the demo's training, in one process: validation and test Recall@1/5 after every epoch.
+
+The loop mirrors pipelines/train_worker.py (re-mining before each chunk with the same `plan_chunk` /
+`mine_chunk`, the same tuple images, loss registry, SGD and step schedule) without Ray and DDP: one
+process, `--batch` tuples per step (8 = the demo's 2 workers x 4). Batches are composed differently from
+the 2-worker run, so its numbers match a `sare demo` run in trend, not to the digit. Descriptors are raw
+NetVLAD (no whitening); the first epoch row (0) is the k-means initialisation.
+
+Used to choose configs/demo.yaml (docs/DESIGN.md, "The demo's settings"):
+
+    .venv/bin/python benchmarks/train_diagnostic.py --city runs/demo/city                      # demo settings
+    .venv/bin/python benchmarks/train_diagnostic.py --city runs/demo/city --train-from blocks5
+    .venv/bin/python benchmarks/train_diagnostic.py --city runs/demo/city --color-jitter 0.4
+    .venv/bin/python benchmarks/train_diagnostic.py --city runs/demo/city --loss sare_ind --kernel exponential
+    .venv/bin/python benchmarks/train_diagnostic.py --city runs/demo/city --whitening-dims 256,512
+
+Each run takes ~7 minutes on 2 cores (evaluating val and test after every epoch is half of it) and writes
+results/train_diagnostic/<label>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from pipelines.train import initial_model  # noqa: E402
+from pipelines.train_config import TrainConfig  # noqa: E402
+from pipelines.train_worker import TupleImages  # noqa: E402
+from sare_core.data import open_splits  # noqa: E402
+from sare_core.evaluation import recall_at_n  # noqa: E402
+from sare_core.losses import LossSpec, build_loss  # noqa: E402
+from sare_core.mining import GroundTruthForTraining, MiningState, mine_chunk, plan_chunk  # noqa: E402
+from sare_core.models import embed_paths  # noqa: E402
+from sare_core.whitening import fit_pca_whitening  # noqa: E402
+
+
+def recall(model, split, ns=(1, 5)) -> dict[int, float]:
+    """Raw-descriptor Recall@N (fractions) of `split`'s queries against its database."""
+    model.eval()
+    db = embed_paths(model, split.db_paths, batch_size=64)
+    q = embed_paths(model, split.q_paths, batch_size=64)
+    return recall_at_n(q, db, split.positives(), ns=ns, mode="flat")
+
+
+def whitening_check(model, train, test, dims: list[int], images: int, seed: int) -> dict[str, float]:
+    """Test Recall@1 (fraction) with PCA whitening fitted on `images` training database images, per dim."""
+    model.eval()
+    rows = np.sort(np.random.default_rng(seed).choice(train.num_db, min(images, train.num_db), replace=False))
+    fit_on = embed_paths(model, [train.db_paths[i] for i in rows], batch_size=64)
+    db = torch.from_numpy(embed_paths(model, test.db_paths, batch_size=64))
+    q = torch.from_numpy(embed_paths(model, test.q_paths, batch_size=64))
+    out = {}
+    variants = [(f"whitened_{d}", d, True) for d in dims] + [(f"pca_{dims[0]}", dims[0], False)]
+    for name, dim, whiten in variants:
+        w = fit_pca_whitening(fit_on, min(dim, len(fit_on) - 1), whiten=whiten).float()
+        with torch.no_grad():
+            r = recall_at_n(w(q).numpy(), w(db).numpy(), test.positives(), ns=(1,), mode="flat")
+        out[f"test_recall@1_{name}"] = r[1]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--city", required=True, help="folder of a synthetic city (its manifest.parquet)")
+    p.add_argument("--label", help="name of the results file (default: from the options)")
+    p.add_argument("--loss", default="sare_joint")
+    p.add_argument("--kernel", default="gaussian")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-step", type=int, default=5, help="epochs between halvings of the learning rate")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--queries-per-epoch", type=int, default=400, help="0: all training queries")
+    p.add_argument("--chunk", type=int, default=400)
+    p.add_argument("--pool", type=int, default=500)
+    p.add_argument("--negatives", type=int, default=10)
+    p.add_argument("--batch", type=int, default=8, help="tuples per step")
+    p.add_argument("--color-jitter", type=float, default=0.0)
+    p.add_argument("--train-from", default="blocks4")
+    p.add_argument("--clusters", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--whitening-dims", default="", help="e.g. 256,512: after the first and the last epoch, test "
+                   "R@1/5 also with PCA whitening to these dims (and PCA without whitening to the first)")
+    p.add_argument("--whitening-images", type=int, default=1000, help="training database images to fit on")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    manifest = os.path.join(args.city, "manifest.parquet")
+    config = TrainConfig(
+        dataset=manifest, seed=args.seed, centroid_images=300,
+        model={"backbone": "efficientnet_lite0", "weights": "imagenet", "cut": "blocks6",
+               "train_from": args.train_from, "num_clusters": args.clusters, "whitening_dim": None,
+               "image_size": [120, 160]})
+    splits = open_splits(manifest)
+    train = splits["train"]
+    cache = os.path.join(args.city, f"diagnostic_init_{args.train_from}_{args.clusters}_{args.seed}.pt")
+    model = initial_model(config, train, cache)
+    model.backbone.freeze_batchnorm = True
+    gt = GroundTruthForTraining.from_dataset(train)
+    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-3)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=0.5)
+    loss_fn = build_loss(LossSpec(name=args.loss, kernel=args.kernel))
+    images = TupleImages(train, model.preprocessor, args.color_jitter, args.seed)
+
+    def evaluate(epoch: int, loss: float, seconds: float) -> dict:
+        row = {"epoch": epoch, "loss": loss, "train_seconds": seconds}
+        for name in ("val", "test"):
+            if name in splits:
+                r = recall(model, splits[name])
+                row.update({f"{name}_recall@1": r[1], f"{name}_recall@5": r[5]})
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        return row
+
+    dims = [int(d) for d in args.whitening_dims.split(",") if d]
+
+    def check_whitening(row: dict) -> None:
+        if dims and "test" in splits:
+            row.update(whitening_check(model, train, splits["test"], dims, args.whitening_images, args.seed))
+            print(json.dumps({k: round(v, 4) for k, v in row.items() if "_whitened_" in k or "_pca_" in k}))
+
+    history = [evaluate(0, float("nan"), 0.0)]
+    check_whitening(history[0])
+    state = MiningState()
+    for epoch in range(1, args.epochs + 1):
+        started = time.perf_counter()
+        order = np.random.default_rng([args.seed, epoch]).permutation(gt.queries)
+        if args.queries_per_epoch:
+            order = order[: args.queries_per_epoch]
+        losses = []
+        for chunk_index, start in enumerate(range(0, len(order), args.chunk)):
+            plan = plan_chunk(gt, train.num_db, order[start : start + args.chunk], state, args.pool,
+                              np.random.default_rng([args.seed, epoch, chunk_index]))
+            model.eval()
+            q_desc = embed_paths(model, [train.q_paths[i] for i in plan.queries], batch_size=64)
+            c_desc = embed_paths(model, [train.db_paths[i] for i in plan.cache_db], batch_size=64)
+            tuples = mine_chunk(plan, q_desc, c_desc, state, args.negatives)
+            shuffled = np.random.default_rng([args.seed, epoch, chunk_index, 1]).permutation(len(tuples))
+            model.train()
+            for b in range(0, len(shuffled) - args.batch + 1, args.batch):
+                batch = tuples.subset(shuffled[b : b + args.batch])
+                desc = model(images(batch.queries, batch.positives, batch.negatives))
+                n = len(batch)
+                loss = loss_fn(desc[:n], desc[n : 2 * n], desc[2 * n :].reshape(n, args.negatives, -1))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+        scheduler.step()
+        history.append(evaluate(epoch, float(np.mean(losses)), time.perf_counter() - started))
+    check_whitening(history[-1])
+
+    label = args.label or (f"{args.loss}_{args.kernel}_lr{args.lr:g}_{args.train_from}_q{args.queries_per_epoch}"
+                           f"_jitter{args.color_jitter:g}_seed{args.seed}")
+    out = os.path.join(REPO, "results", "train_diagnostic", f"{label}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"args": vars(args), "load_average_end": os.getloadavg(), "history": history}, f, indent=2)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

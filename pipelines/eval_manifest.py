@@ -54,6 +54,7 @@ from . import ray_session
 from .config_io import _describe
 from .evaluate import SEED_NS, EvalConfig, ModelStores
 from .evaluate import run as run_evaluation
+from .extract import read_model_section
 from .extract_rows import dataset_root
 
 log = logging.getLogger(__name__)
@@ -99,26 +100,27 @@ class ManifestEvalConfig(BaseModel):
     @field_validator("evaluation")
     @classmethod
     def _evaluation_fields(cls, value: dict) -> dict:
-        taken = {"models", "out_dir", "ns", "radius", "split", "images_root", "units"} & set(value)
-        if taken:
-            raise ValueError(f"set {sorted(taken)} at the top level, not under evaluation")
-        unknown = set(value) - set(EvalConfig.model_fields)
-        if unknown:
-            raise ValueError(f"unknown EvalConfig fields {sorted(unknown)}")
-        return value
+        return _check_section(value, EvalConfig, {"models", "out_dir", "ns", "radius", "split", "images_root",
+                                                  "units"}, "at the top level, not under evaluation")
 
     @field_validator("extract")
     @classmethod
     def _extract_fields(cls, value: dict) -> dict:
         from .extract import ExtractConfig
 
-        taken = {"dataset", "model", "out", "splits"} & set(value)
-        if taken:
-            raise ValueError(f"{sorted(taken)} are set by sare eval --manifest, not under extract")
-        unknown = set(value) - set(ExtractConfig.model_fields)
-        if unknown:
-            raise ValueError(f"unknown ExtractConfig fields {sorted(unknown)}")
-        return value
+        return _check_section(value, ExtractConfig, {"dataset", "model", "out", "splits"},
+                              "by sare eval --manifest, not under extract")
+
+
+def _check_section(value: dict, model_cls: type[BaseModel], reserved: set[str], where_reserved: str) -> dict:
+    """A nested config section: no field that ManifestEvalConfig sets itself, none unknown to `model_cls`."""
+    taken = reserved & set(value)
+    if taken:
+        raise ValueError(f"{sorted(taken)} are set {where_reserved}")
+    unknown = set(value) - set(model_cls.model_fields)
+    if unknown:
+        raise ValueError(f"unknown {model_cls.__name__} fields {sorted(unknown)}")
+    return value
 
 
 def parse_model_arg(text: str) -> tuple[str | None, str]:
@@ -148,24 +150,6 @@ def parse_pretrained_name(spec: str) -> tuple[str, str]:
         extra = " (the tiny backbone has no pretrained weights)" if backbone == "tiny" else ""
         raise ValueError(f"--model {spec!r}: unknown pretrained model {name!r}{extra}; choose from {known}")
     return backbone, pooling
-
-
-def read_model_section(path: str) -> dict:
-    """The ModelConfig mapping of a YAML file (the file itself, or its `model:` section)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model_config: no such file: {path}")
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a model config must be a mapping")
-    section = data["model"] if isinstance(data.get("model"), dict) else data
-    unknown = set(section) - set(ModelConfig.model_fields)
-    if unknown:
-        raise ValueError(f"{path}: fields {sorted(unknown)} are not ModelConfig fields (give a ModelConfig "
-                         f"mapping or a run config with a model: section)")
-    return dict(section)
 
 
 FIT_FIELDS = ("centroid_images", "centroid_descriptors_per_image", "whitening_images", "seed")

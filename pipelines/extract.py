@@ -162,6 +162,25 @@ def load_extract_config(path: str | Path | None = None, overrides: list[str] | N
         raise ValueError(f"{source}: invalid config: {_describe(exc)}") from None
 
 
+def read_model_section(path: str) -> dict:
+    """The ModelConfig mapping of a YAML file (the file itself, or a run config's `model:` section); a
+    ValueError names the file for invalid YAML, a non-mapping, or fields ModelConfig does not have."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model config: no such file: {path}")
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a model config must be a mapping")
+    section = data["model"] if isinstance(data.get("model"), dict) else data
+    unknown = set(section) - set(ModelConfig.model_fields)
+    if unknown:
+        raise ValueError(f"{path}: fields {sorted(unknown)} are not ModelConfig fields (give a ModelConfig "
+                         f"mapping or a run config with a model: section)")
+    return dict(section)
+
+
 def load_extraction_model(spec: str, seed: int = 0) -> EmbeddingModel:
     """The model a `--model` argument names: a saved model file, or a YAML model config (a ModelConfig
     mapping, or a run config with a `model:` section) built with torch seeded by `seed`, so the same YAML
@@ -170,14 +189,7 @@ def load_extraction_model(spec: str, seed: int = 0) -> EmbeddingModel:
         import torch
 
         try:
-            data = yaml.safe_load(Path(spec).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{spec}: not valid YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{spec}: a model config must be a mapping")
-        section = data["model"] if isinstance(data.get("model"), dict) else data
-        try:
-            config = ModelConfig(**section)
+            config = ModelConfig(**read_model_section(spec))
         except ValidationError as exc:
             raise ValueError(f"{spec}: invalid model config: {_describe(exc)}") from None
         with torch.random.fork_rng(devices=[]):

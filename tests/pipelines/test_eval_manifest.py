@@ -137,7 +137,24 @@ def test_errors_name_the_file_field_and_value(nordland_slice, tmp_path, capsys):
                              f"winter/{sorted(p.name for p in (nordland_slice / 'winter').glob('*'))[0]},query,0,0\n")
     err = error("--manifest", str(missing_image), "--model", "pretrained:efficientnet_lite0-gem")
     assert "missing_image.csv" in err and "'path'" in err and "nothere.png" in err
+    odd_model = tmp_path / "odd_model.yaml"
+    odd_model.write_text("model: {backbone: tiny, num_clustres: 8}\n")
+    err = error("--manifest", good, "--model", str(odd_model))
+    assert "odd_model.yaml" in err and "num_clustres" in err
     assert not (tmp_path / "never").exists()
+
+
+def test_nested_sections_refuse_fields_set_elsewhere_and_unknown_ones():
+    base = {"manifest": "m.csv", "models": ["pretrained:efficientnet_lite0-gem"]}
+    with pytest.raises(ValueError, match=r"\['split'\] are set at the top level"):
+        ManifestEvalConfig(**base, evaluation={"split": "val"})
+    with pytest.raises(ValueError, match="unknown EvalConfig fields"):
+        ManifestEvalConfig(**base, evaluation={"serch_mode": "flat"})
+    with pytest.raises(ValueError, match=r"\['out'\] are set by sare eval --manifest"):
+        ManifestEvalConfig(**base, extract={"out": "x"})
+    with pytest.raises(ValueError, match="unknown ExtractConfig fields"):
+        ManifestEvalConfig(**base, extract={"num_actor": 2})
+    assert ManifestEvalConfig(**base, extract={"num_actors": 2}).extract == {"num_actors": 2}
 
 
 def test_off_the_shelf_from_a_training_config_is_that_runs_initial_model(nordland_slice, tmp_path):

@@ -7,6 +7,8 @@ import os
 
 from pipelines import demo
 from pipelines.demo import DemoConfig
+from sare_core.models import load_model, model_hash
+from sare_core.store import open_store
 
 TINY_TRAIN = {
     "model": {"backbone": "tiny", "num_clusters": 8, "whitening_dim": 16, "image_size": [72, 96]},
@@ -33,6 +35,12 @@ def test_demo_end_to_end_on_the_tiny_city(tmp_path, ray_local, capsys, caplog):
                  "runs/demo/training_curves.png", "runs/demo/model.pt", "runs/demo/off_the_shelf_model.pt"):
         assert (out / path).is_file(), path
     assert json.loads((out / "demo_summary.json").read_text())["gain_recall@1"] == summary["gain_recall@1"]
+
+    # A store the demo made with another model is replaced, not refused (e.g. a longer run selected
+    # another epoch): here the trained store is refilled with the off-the-shelf model.
+    off_model = str(out / "runs/demo/off_the_shelf_model.pt")
+    demo._extract(config, str(out / "city/manifest.parquet"), off_model, str(out / "stores/trained"), "test")
+    assert open_store(str(out / "stores/trained")).metadata.model_hash == model_hash(load_model(off_model))
 
     # Same settings: the city is reused and the finished run resumes without training again.
     caplog.set_level(logging.INFO, logger="pipelines.demo")

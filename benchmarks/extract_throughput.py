@@ -58,7 +58,7 @@ sys.path.insert(0, REPO)
 from pipelines.extract import ExtractConfig, load_extraction_model, run  # noqa: E402
 from pipelines.extract_rows import dataset_root, image_rows, open_dataset  # noqa: E402
 from sare_core.data import PlaceDataset, write_manifest  # noqa: E402
-from sare_core.data.synth import GENERATOR_VERSION, generate_city  # noqa: E402
+from sare_core.data.synth import GENERATOR_VERSION, city_is_current, generate_city  # noqa: E402
 from sare_core.models import load_rgb, model_hash  # noqa: E402
 from sare_core.store import StoreMetadata, open_store, write_store  # noqa: E402
 
@@ -78,15 +78,11 @@ def city_dir(folder: str | None, preset: str, seed: int) -> str:
 
 
 def ensure_city(folder: str, preset: str, seed: int) -> float | None:
-    """Generate the city unless `folder` holds it (same preset, seed and generator version); returns the
+    """Generate the city unless `folder` holds it as this code makes it (`city_is_current`); returns the
     generation seconds, None when it was there."""
-    record = os.path.join(folder, "city.json")
-    if os.path.isfile(record):
-        with open(record) as f:
-            info = json.load(f)
-        if (info.get("preset"), info.get("seed"), str(info.get("generator_version"))) == (
-                preset, seed, GENERATOR_VERSION):
-            return None
+    if city_is_current(folder, preset, seed):
+        return None
+    if os.path.isdir(folder):
         shutil.rmtree(folder)
     log.info("generating the %s city (seed %d) in %s", preset, seed, folder)
     start = time.perf_counter()

@@ -34,18 +34,13 @@ sys.path.insert(0, REPO)
 
 from pipelines.train import run as train_run  # noqa: E402
 from pipelines.train_config import TrainConfig  # noqa: E402
-from sare_core.data.synth import GENERATOR_VERSION, generate_city  # noqa: E402
+from sare_core.data.synth import city_is_current, generate_city  # noqa: E402
 
 
 def ensure_city(city_dir: str, preset: str, seed: int) -> str:
-    """The city's manifest, generating the city unless city_dir already holds this preset and seed."""
-    record = os.path.join(city_dir, "city.json")
-    if os.path.exists(record):
-        with open(record) as f:
-            info = json.load(f)
-        if (info.get("preset"), info.get("seed"), info.get("generator_version")) == (preset, seed, GENERATOR_VERSION):
-            return os.path.join(city_dir, "manifest.parquet")
-    generate_city(city_dir, preset=preset, seed=seed)
+    """The city's manifest, generating the city unless city_dir already holds it as this code makes it."""
+    if not city_is_current(city_dir, preset, seed):
+        generate_city(city_dir, preset=preset, seed=seed)
     return os.path.join(city_dir, "manifest.parquet")
 
 

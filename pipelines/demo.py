@@ -42,19 +42,13 @@ class DemoConfig(BaseModel):
 
 
 def _city(config: DemoConfig) -> str:
-    from sare_core.data.synth import GENERATOR_VERSION, generate_city
-    from sare_core.data.synth_presets import get_preset
+    from sare_core.data.synth import city_is_current, generate_city
 
     city_dir = os.path.join(os.path.abspath(config.out_dir), "city")
-    marker = os.path.join(city_dir, "city.json")
-    if os.path.isfile(marker):
-        with open(marker) as f:
-            info = json.load(f)
-        wanted = {"preset": config.preset, "seed": config.seed, "generator_version": GENERATOR_VERSION,
-                  "parameters": json.loads(json.dumps(get_preset(config.preset).to_dict()))}
-        if all(info.get(key) == value for key, value in wanted.items()):
-            log.info("reusing the synthetic city at %s", city_dir)
-            return os.path.join(city_dir, "manifest.parquet")
+    if city_is_current(city_dir, config.preset, config.seed):
+        log.info("reusing the synthetic city at %s", city_dir)
+        return os.path.join(city_dir, "manifest.parquet")
+    if os.path.isfile(os.path.join(city_dir, "city.json")):
         log.info("the city at %s was made with other settings; generating it again", city_dir)
     started = time.perf_counter()
     generate_city(city_dir, config.preset, config.seed, config.city_workers)

@@ -64,7 +64,7 @@ ROLES = ("database", "queries")
 RENDER_BATCH_PIXELS = 400_000  # pixels rendered at once inside a chunk (bounds a worker's memory)
 TIME_NAMES = {DAY: "day", OVERCAST: "overcast", DUSK: "dusk", NIGHT: "night"}
 
-__all__ = ["GENERATOR_VERSION", "PRESETS", "generate_city", "image_relpath", "query_times", "render_images"]
+__all__ = ["GENERATOR_VERSION", "PRESETS", "city_is_current", "generate_city", "image_relpath", "query_times", "render_images"]
 
 
 def image_relpath(preset: CityPreset, split: str, role: str, index: int) -> str:
@@ -182,6 +182,19 @@ def _stable_mat_header(path: str) -> None:
             raise RuntimeError(f"{path}: unexpected MAT-file header")
         f.seek(0)
         f.write(text.ljust(116, b" "))
+
+
+def city_is_current(out_dir: str, preset: str, seed: int) -> bool:
+    """True when out_dir holds a finished city that this code would generate for (preset, seed): its city.json
+    names the same preset, seed, generator version and preset parameters (counts, image size, views...)."""
+    record = os.path.join(os.fspath(out_dir), "city.json")
+    if not os.path.isfile(record):
+        return False
+    with open(record) as f:
+        info = json.load(f)
+    wanted = {"preset": preset, "seed": int(seed), "generator_version": GENERATOR_VERSION,
+              "parameters": json.loads(json.dumps(get_preset(preset).to_dict()))}
+    return all(info.get(key) == value for key, value in wanted.items())
 
 
 def generate_city(out_dir: str, preset: str = "small", seed: int = 0, workers: int | None = None) -> dict:

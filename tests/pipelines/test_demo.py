@@ -3,7 +3,6 @@ its reuse of a city made with the same settings only."""
 
 import json
 import logging
-import os
 
 from pipelines import demo
 from pipelines.demo import DemoConfig
@@ -26,10 +25,10 @@ def test_demo_end_to_end_on_the_tiny_city(tmp_path, ray_local, capsys, caplog):
         assert row in printed
     assert "time by stage" in printed
     assert set(summary["recall@1"]) == {"off-the-shelf", "trained"}
-    assert all(0.0 <= r <= 1.0 for r in summary["recall@1"].values())
+    scored = json.loads((tmp_path / "demo" / "eval" / "eval.json").read_text())["results"]
+    assert {n: scored[n]["recalls"]["1"] for n in scored} == summary["recall@1"]
     assert summary["best_epoch"] == 1  # epoch 0 (off-the-shelf) is never selected
     assert set(summary["stage_seconds"]) >= {"city", "test-area extraction (2 models)", "evaluation and report"}
-    assert sum(summary["stage_seconds"].values()) <= summary["minutes"] * 60 + 1
     out = tmp_path / "demo"
     for path in ("demo_summary.json", "eval/report.html", "eval/eval.json", "eval/recall_at_n.png",
                  "runs/demo/training_curves.png", "runs/demo/model.pt", "runs/demo/off_the_shelf_model.pt"):
@@ -43,9 +42,12 @@ def test_demo_end_to_end_on_the_tiny_city(tmp_path, ray_local, capsys, caplog):
     assert open_store(str(out / "stores/trained")).metadata.model_hash == model_hash(load_model(off_model))
 
     # Same settings: the city is reused and the finished run resumes without training again.
+    checkpoints = sorted(p.name for p in (out / "runs" / "demo").glob("checkpoint_2*"))
+    assert len(checkpoints) == 1  # one epoch
     caplog.set_level(logging.INFO, logger="pipelines.demo")
     again = demo.run(config)
     assert "reusing the synthetic city" in caplog.text
+    assert sorted(p.name for p in (out / "runs" / "demo").glob("checkpoint_2*")) == checkpoints  # no new epoch
     assert again["recall@1"] == summary["recall@1"]
 
 
@@ -56,11 +58,9 @@ def test_a_city_made_with_other_settings_is_generated_again(tmp_path, caplog):
     info = json.loads(marker.read_text())
     info["parameters"]["counts"]["train"]["queries"] += 1  # as if made by an older preset
     marker.write_text(json.dumps(info))
-    before = os.path.getmtime(manifest)
     caplog.set_level(logging.INFO, logger="pipelines.demo")
     assert demo._city(config) == manifest
     assert "generating it again" in caplog.text
-    assert os.path.getmtime(manifest) >= before
     assert json.loads(marker.read_text())["parameters"]["counts"]["train"]["queries"] == 32
     caplog.clear()
     demo._city(config)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from sare_core.data import load_dbstruct, positives_within
-from sare_core.data.synth import generate_city, query_times
+from sare_core.data.synth import city_is_current, generate_city, query_times
 from sare_core.data.synth_city import STRIP_RUNOUT_M, build_layout
 from sare_core.data.synth_presets import PRESETS, SPLITS, get_preset
 from sare_core.data.synth_random import ImageStreams
@@ -181,3 +181,18 @@ def test_bad_arguments_fail_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="workers"):
         generate_city(str(tmp_path / "y"), preset="tiny", workers=0)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_city_is_current_only_for_the_same_preset_parameters(city, tmp_path):
+    import json
+    import shutil
+
+    assert city_is_current(city["out_dir"], "tiny", 0)
+    assert not city_is_current(city["out_dir"], "tiny", 1)
+    assert not city_is_current(str(tmp_path / "nothing"), "tiny", 0)
+    copy = tmp_path / "older"
+    shutil.copytree(city["out_dir"], copy)
+    info = json.loads((copy / "city.json").read_text())
+    info["parameters"]["counts"]["train"]["queries"] -= 1  # a city of an older preset definition
+    (copy / "city.json").write_text(json.dumps(info))
+    assert not city_is_current(str(copy), "tiny", 0)

@@ -26,8 +26,12 @@ def _manifest_cmd(args: argparse.Namespace) -> int:
     from .eval_manifest import ManifestEvalConfig
     from .eval_manifest import run as run_manifest
 
-    if args.store or args.db:
-        raise ValueError("--manifest extracts descriptors itself: give --model, not --store/--db")
+    store_flags = [flag for flag, given in (("--store", args.store), ("--db", args.db), ("--queries", args.queries),
+                                            ("--name", args.name != "model"), ("--images-root", args.images_root))
+                   if given]
+    if store_flags:
+        raise ValueError(f"{', '.join(store_flags)}: for scoring existing stores; --manifest extracts descriptors "
+                         "itself (give --model) and resolves images under the manifest's folder")
     data: dict = {"manifest": args.manifest}
     if args.model:
         data["models"] = list(args.model)

@@ -126,6 +126,8 @@ def test_errors_name_the_file_field_and_value(nordland_slice, tmp_path, capsys):
     assert "no such file: missing.pt" in error("--manifest", good, "--model", "missing.pt")
     err = error("--manifest", good, "--model", "pretrained:efficientnet_lite0-gem", "--set", "pretrained.cut=blocks9")
     assert "cut" in err and "blocks9" in err
+    err = error("--manifest", good, "--model", "pretrained:efficientnet_lite0-gem", "--queries", "q_store")
+    assert "--queries" in err and "existing stores" in err
     assert "--model needs --manifest" in error("--model", "pretrained:efficientnet_lite0-gem")
     assert "no split 'val'" in error("--manifest", good, "--split", "val", "--model", "pretrained:efficientnet_lite0-gem")
     bad_role = tmp_path / "bad_role.csv"

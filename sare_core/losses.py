@@ -3,10 +3,14 @@
 All losses take a query batch q (B, D), one positive per query p (B, D) and negatives n (B, N, D), and are
 computed from squared Euclidean distances d^2 = |q - x|^2 (no expansion trick, so gradients are exact).
 
-SARE (Liu, Li, Dai, ICCV 2019) turns distances into kernel similarities s(d):
-    gaussian     s = exp(-d^2)        log s = -d^2
-    cauchy       s = 1 / (1 + d^2)    log s = -log1p(d^2)
-    exponential  s = exp(-d)          log s = -d
+SARE (Liu, Li, Dai, ICCV 2019) turns distances into kernel similarities of the scaled squared distance
+u = d^2 / t (t: the temperature; t = 1 is the paper's loss):
+    gaussian     s = exp(-u)          log s = -u
+    cauchy       s = 1 / (1 + u)      log s = -log1p(u)
+    exponential  s = exp(-sqrt(u))    log s = -sqrt(u)
+With L2-normalised descriptors d^2 lies in [0, 4], so at t = 1 the gaussian kernel's softmax over -d^2 is
+soft (exp(-d^2) is proportional to exp(2 cos)); a smaller t sharpens it (at t = 0.1 it is a softmax of
+20 cos, the scale of the usual InfoNCE temperatures).
 and matches the query's "which image is the same place" distribution to the ground truth:
     ind   (one softmax per negative):  sum_k -log(s_p / (s_p + s_k)) = sum_k softplus(log s_k - log s_p)
     joint (one softmax over all):       -log(s_p / (s_p + sum_k s_k)) = logsumexp(log s_p, log s_1..N) - log s_p
@@ -15,6 +19,7 @@ Both forms are evaluated in log space, so distances of any size give finite loss
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -57,15 +62,22 @@ def squared_distances(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> tupl
     return d2_p, d2_n
 
 
-def log_similarity(d2: torch.Tensor, kernel: str) -> torch.Tensor:
-    """Log of the kernel similarity s(d), given squared distances d^2 (any shape)."""
+def log_similarity(d2: torch.Tensor, kernel: str, temperature: float = 1.0) -> torch.Tensor:
+    """Log of the kernel similarity of u = d^2 / temperature, given squared distances d^2 (any shape)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    _check_temperature(temperature)
+    u = d2 if temperature == 1.0 else d2 / temperature
     if kernel == "gaussian":
-        return -d2
+        return -u
     if kernel == "cauchy":
-        return -torch.log1p(d2)
-    if kernel == "exponential":
-        return -d2.clamp_min(_SQRT_EPS).sqrt()
-    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        return -torch.log1p(u)
+    return -u.clamp_min(_SQRT_EPS).sqrt()
+
+
+def _check_temperature(temperature: float) -> None:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
 def sare_loss(
@@ -75,18 +87,20 @@ def sare_loss(
     kernel: str = "gaussian",
     mode: str = "ind",
     reduction: str = "mean",
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Stochastic Attraction-Repulsion Embedding loss.
 
     q (B, D) queries, p (B, D) their positives, n (B, N, D) their negatives.
-    kernel: "gaussian" | "cauchy" | "exponential"; mode: "ind" (SARE-Ind) | "joint" (SARE-Joint).
+    kernel: "gaussian" | "cauchy" | "exponential"; mode: "ind" (SARE-Ind) | "joint" (SARE-Joint);
+    temperature t > 0: the kernel sees d^2 / t (t = 1: the paper's loss).
     Returns the (B,) per-query losses for reduction="none", else their mean or sum.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     d2_p, d2_n = squared_distances(q, p, n)
-    log_s_p = log_similarity(d2_p, kernel)  # (B,)
-    log_s_n = log_similarity(d2_n, kernel)  # (B, N)
+    log_s_p = log_similarity(d2_p, kernel, temperature)  # (B,)
+    log_s_n = log_similarity(d2_n, kernel, temperature)  # (B, N)
     if mode == "ind":
         per_query = F.softplus(log_s_n - log_s_p.unsqueeze(1)).sum(dim=1)
     else:
@@ -127,12 +141,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class LossSpec:
-    """What a config says about the loss: `name` from LOSS_NAMES, a kernel for SARE, a margin for the others."""
+    """What a config says about the loss: `name` from LOSS_NAMES, a kernel and a temperature for SARE, a
+    margin for the others."""
 
     name: str = "sare_joint"
     kernel: str = "gaussian"
     margin: float | None = None
     reduction: str = "mean"
+    temperature: float | None = None
 
 
 LOSS_NAMES = ("sare_ind", "sare_joint", "triplet", "contrastive")
@@ -149,7 +165,8 @@ def build_loss(spec: LossSpec | dict | str) -> LossFn:
     elif isinstance(spec, dict):
         unknown = set(spec) - set(LossSpec.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"loss: unknown field(s) {sorted(unknown)}; expected name, kernel, margin, reduction")
+            raise ValueError(f"loss: unknown field(s) {sorted(unknown)}; expected name, kernel, margin, reduction, "
+                             f"temperature")
         spec = LossSpec(**spec)
     if spec.reduction not in REDUCTIONS:
         raise ValueError(f"loss.reduction must be one of {REDUCTIONS}, got {spec.reduction!r}")
@@ -158,8 +175,15 @@ def build_loss(spec: LossSpec | dict | str) -> LossFn:
             raise ValueError(f"loss.kernel must be one of {KERNELS}, got {spec.kernel!r}")
         if spec.margin is not None:
             raise ValueError(f"loss.margin is not used by {spec.name}; remove it")
+        temperature = 1.0 if spec.temperature is None else spec.temperature
+        try:
+            _check_temperature(temperature)
+        except ValueError as exc:
+            raise ValueError(f"loss.{exc}") from None
         mode = spec.name.split("_", 1)[1]
-        return partial(sare_loss, kernel=spec.kernel, mode=mode, reduction=spec.reduction)
+        return partial(sare_loss, kernel=spec.kernel, mode=mode, reduction=spec.reduction, temperature=temperature)
+    if spec.temperature is not None:
+        raise ValueError(f"loss.temperature is not used by {spec.name}; remove it")
     if spec.name == "triplet":
         return partial(triplet_loss, margin=0.1 if spec.margin is None else spec.margin, reduction=spec.reduction)
     if spec.name == "contrastive":

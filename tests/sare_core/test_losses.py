@@ -1,4 +1,5 @@
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -32,12 +33,14 @@ def test_sare_matches_hand_computed_values(kernel):
     assert sare_loss(Q, P, N, kernel=kernel, mode="joint").item() == pytest.approx(joint, rel=1e-12)
 
 
-def _similarity(d2, kernel):
+def _similarity(d2, kernel, t=1.0):
+    """The contract's kernels of the scaled squared distance u = d^2 / t, written out directly."""
+    u = d2 / t
     if kernel == "gaussian":
-        return torch.exp(-d2)
+        return torch.exp(-u)
     if kernel == "cauchy":
-        return 1 / (1 + d2)
-    return torch.exp(-d2.sqrt())
+        return 1 / (1 + u)
+    return torch.exp(-u.sqrt())
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -143,3 +146,68 @@ def test_registry_builds_each_named_loss():
     for name, value in expected.items():
         spec = {"name": name, "kernel": "cauchy"} if name.startswith("sare") else {"name": name, "margin": 0.3}
         torch.testing.assert_close(build_loss(spec)(Q, P, N), value)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("t", [0.05, 0.3, 2.0])
+def test_temperature_matches_the_definition(kernel, t):
+    g = torch.Generator().manual_seed(3)
+    q = torch.nn.functional.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=-1)
+    n = torch.nn.functional.normalize(torch.randn(6, 5, 8, generator=g, dtype=torch.float64), dim=-1)
+    s_p = _similarity(((q - p) ** 2).sum(-1), kernel, t)
+    s_n = _similarity(((q[:, None] - n) ** 2).sum(-1), kernel, t)
+    ind = -torch.log(s_p[:, None] / (s_p[:, None] + s_n)).sum(1)
+    joint = -torch.log(s_p / (s_p + s_n.sum(1)))
+    torch.testing.assert_close(sare_loss(q, p, n, kernel, "ind", "none", temperature=t), ind)
+    torch.testing.assert_close(sare_loss(q, p, n, kernel, "joint", "none", temperature=t), joint)
+    # The registry passes the temperature through.
+    spec = {"name": "sare_joint", "kernel": kernel, "temperature": t, "reduction": "none"}
+    torch.testing.assert_close(build_loss(spec)(q, p, n), joint)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_temperature_one_is_the_papers_loss_exactly(kernel):
+    g = torch.Generator().manual_seed(4)
+    q, p, n = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g), torch.randn(4, 3, 6, generator=g)
+    for mode in ("ind", "joint"):
+        assert torch.equal(sare_loss(q, p, n, kernel, mode), sare_loss(q, p, n, kernel, mode, temperature=1.0))
+        assert torch.equal(build_loss({"name": f"sare_{mode}", "kernel": kernel})(q, p, n),
+                           sare_loss(q, p, n, kernel, mode))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("mode", ["ind", "joint"])
+def test_gradcheck_with_temperature(kernel, mode):
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    p = torch.randn(2, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    n = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    for t in (0.07, 5.0):
+        assert torch.autograd.gradcheck(partial(sare_loss, kernel=kernel, mode=mode, temperature=t), (q, p, n))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("mode", ["ind", "joint"])
+@pytest.mark.parametrize("t", [1e-6, 1e-3, 1e3, 1e6])
+def test_finite_at_extreme_temperatures(kernel, mode, t):
+    # Unit vectors, the worst case (positive antipodal, a negative equal to the query), in float32.
+    q = torch.tensor([[1.0, 0.0]])
+    p = (-q).clone().requires_grad_()
+    n = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]], requires_grad=True)
+    value = sare_loss(q, p, n, kernel, mode, temperature=t)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(p.grad).all() and torch.isfinite(n.grad).all()
+    if t == 1e-6 and kernel == "gaussian" and mode == "joint":
+        # s_p / s_k = exp(-(4 - 0) / t): the loss is (4 - 0) / t to float32 precision, not saturated.
+        assert value.item() == pytest.approx(4 / t, rel=1e-5)
+
+
+def test_temperature_errors_name_the_field():
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            sare_loss(Q, P, N, temperature=bad)
+        with pytest.raises(ValueError, match="loss.temperature"):
+            build_loss({"name": "sare_ind", "temperature": bad})
+    with pytest.raises(ValueError, match="loss.temperature is not used by triplet"):
+        build_loss({"name": "triplet", "temperature": 0.1})

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from pipelines.extract import ExtractConfig, load_extraction_model, run
-from pipelines.extract_rows import image_rows, open_dataset
-from sare_core.data.synth import generate_city
+from sare_core.data.image_rows import image_rows, open_dataset
+from sare_core.data.synth.city import generate_city
 from sare_core.store import MANIFEST_NAME, open_store
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

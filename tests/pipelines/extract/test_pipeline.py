@@ -19,9 +19,9 @@ from pipelines.extract import (
     plan_resources,
     run,
 )
-from pipelines.extract_rows import dataset_root, image_rows, open_dataset
+from sare_core.data.image_rows import dataset_root, image_rows, open_dataset
 from sare_core.data import PlaceDataset, write_manifest
-from sare_core.data.synth import generate_city
+from sare_core.data.synth.city import generate_city
 from sare_core.models import ModelConfig, build_model, model_hash, save_model
 from sare_core.store import StoreMetadata, open_store
 

@@ -1,0 +1,32 @@
+"""The torch-free decode tasks of the extraction."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines.extract.decode import decode_images
+from sare_core.models.images import load_rgb, resized_uint8
+from sare_core.models.preprocessing import Preprocessor
+
+
+@pytest.mark.parametrize("image_size, max_side", [((48, 64), None), (None, 100), (None, 2000), (None, None)])
+def test_torch_free_decoding_gives_the_preprocessors_pixels(toy_street_images, image_size, max_side):
+    """The decode tasks decode and resize without torch; the pixels must be the preprocessor's."""
+    prep = Preprocessor("tiny", image_size, max_side)
+    for path in toy_street_images[::4]:
+        expected = prep.to_uint8(load_rgb(str(path)))
+        np.testing.assert_array_equal(resized_uint8(load_rgb(str(path)), image_size, max_side), expected)
+    rows = pa.table({"id": ["a"], "path": [str(toy_street_images[0])]})
+    out = decode_images(rows, image_size, max_side)
+    h, w = out.column("height")[0].as_py(), out.column("width")[0].as_py()
+    pixels = np.frombuffer(out.column("pixels")[0].as_py(), np.uint8).reshape(h, w, 3)
+    np.testing.assert_array_equal(pixels, prep.to_uint8(load_rgb(str(toy_street_images[0]))))
+
+
+def test_decode_and_write_workers_do_not_import_torch():
+    code = "import sys, pipelines.extract.decode; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3]).returncode == 0

@@ -1,0 +1,47 @@
+"""The extraction's configs and resource plans, without Ray."""
+
+import pytest
+
+from pipelines.extract.config import ExtractConfig
+from pipelines.extract.plan import plan_resources
+from sare_core.config_io import load_config
+
+
+def test_resource_plans_follow_the_cluster():
+    config = ExtractConfig(dataset="d", model="m", out="o")
+    laptop = plan_resources(config, 2, 0, 10_000, 4096, 96 * 72 * 3)
+    assert not laptop.use_gpu and laptop.num_actors == 2 and laptop.threads_per_actor == 1
+    assert laptop.decode_tasks == 1 and laptop.decode_cpus == 1 and laptop.actor_cpus == 0.5
+    assert laptop.rows_per_part == 1250  # 1/8 of the images (< 64 MB)
+    assert 16 <= laptop.decode_batch_size <= 1024
+    gpus = plan_resources(config, 32, 4, 250_000, 4096, 480 * 640 * 3, object_store_capacity=8e9)
+    assert gpus.use_gpu and gpus.num_actors == 4 and gpus.decode_tasks == 28 and gpus.batch_size == 128
+    assert gpus.rows_per_part == 4096 and gpus.object_store_memory == 4_000_000_000
+    assert gpus.decode_batch_size == 36  # about 32 MB of 480x640 images
+    cpus16 = plan_resources(config, 16, 0, 250_000, 32768, 480 * 640 * 3)
+    assert cpus16.threads_per_actor == 1 and cpus16.num_actors == 16 and cpus16.decode_tasks == 4
+    assert cpus16.actor_cpus == 0.75
+    assert cpus16.rows_per_part == 512
+    one_cpu = plan_resources(config, 1, 0, 100, 64, 100)
+    assert (one_cpu.num_actors, one_cpu.actor_cpus, one_cpu.decode_cpus) == (1, 0.5, 0.5)
+    threads = plan_resources(config.model_copy(update={"threads_per_actor": 2}), 8, 0, 100, 64, 100)
+    assert (threads.num_actors, threads.decode_tasks, threads.actor_cpus) == (4, 2, 1.5)
+    with pytest.raises(ValueError, match="no CPU for decoding"):
+        plan_resources(config.model_copy(update={"num_actors": 2, "actor_cpus": 1}), 2, 0, 100, 64, 100)
+    with pytest.raises(ValueError, match="no GPU"):
+        plan_resources(config.model_copy(update={"use_gpu": True}), 2, 0, 100, 64, 100)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        load_config(ExtractConfig, None, ["batch_size=0"], base={"dataset": "d", "model": "m", "out": "o"})
+    with pytest.raises(ValueError, match="max_failure_fraction"):
+        load_config(ExtractConfig, None, ["max_failure_fraction=2"], base={"dataset": "d", "model": "m", "out": "o"})
+    with pytest.raises(ValueError, match="no_such_field"):
+        load_config(ExtractConfig, None, ["no_such_field=1"], base={"dataset": "d", "model": "m", "out": "o"})
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("extract:\n  dataset: d\n  model: m\n  out: o\n  batch_size: 7\nmodel:\n  backbone: tiny\n")
+    config = load_config(ExtractConfig, yaml_file, ["num_actors=2"], base={"out": "o2"}, section="extract")
+    assert (config.batch_size, config.num_actors, config.out) == (7, 2, "o2")
+    with pytest.raises(FileNotFoundError, match="dataset"):
+        config.check_inputs()

@@ -27,7 +27,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check sare_core pipelines tests benchmarks
+	$(VENV)/bin/ruff check sare_core pipelines tests benchmarks cluster configs
 
 bench: install
 	@echo "benchmarks/ scripts each write their results under results/; see docs/BENCHMARKS.md"

@@ -55,10 +55,12 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from pipelines.extract import ExtractConfig, load_extraction_model, run  # noqa: E402
-from pipelines.extract_rows import dataset_root, image_rows, open_dataset  # noqa: E402
+from pipelines.extract.config import ExtractConfig  # noqa: E402
+from pipelines.extract.pipeline import run  # noqa: E402
+from pipelines.model.specs import load_model_spec  # noqa: E402
 from sare_core.data import PlaceDataset, write_manifest  # noqa: E402
-from sare_core.data.synth import GENERATOR_VERSION, city_is_current, generate_city  # noqa: E402
+from sare_core.data.image_rows import dataset_root, image_rows, open_dataset  # noqa: E402
+from sare_core.data.synth.city import GENERATOR_VERSION, city_is_current, generate_city  # noqa: E402
 from sare_core.models import load_rgb, model_hash  # noqa: E402
 from sare_core.store import StoreMetadata, open_store, write_store  # noqa: E402
 
@@ -141,7 +143,7 @@ def plain_loop(dataset: str, model_spec: str, out: str, batch_size: int = 32,
 
 def _plain_loop(dataset: str, model_spec: str, out: str, batch_size: int) -> tuple[float, float, int]:
     start = time.perf_counter()
-    model = load_extraction_model(model_spec)
+    model = load_model_spec(model_spec)
     prep = model.preprocessor
     rows = image_rows(open_dataset(dataset), dataset_root(dataset))
     paths = rows.column("path").to_pylist()

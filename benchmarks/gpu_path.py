@@ -51,6 +51,8 @@ sys.path.insert(0, REPO)
 
 from sare_core.losses import sare_loss  # noqa: E402
 from sare_core.models import ModelConfig, build_model  # noqa: E402
+from sare_core.training.config import TrainConfig  # noqa: E402
+from sare_core.training.optim import make_optimizer  # noqa: E402
 
 FULL = {"height": 480, "width": 640, "batch": 32, "warmup": 5, "iters": 20, "train_warmup": 3, "train_steps": 10,
         "faiss_db": 250_000, "faiss_queries": 10_000, "faiss_dim": 4096, "faiss_cpu_queries": 500}
@@ -205,7 +207,7 @@ def _train_worker(rank: int, world: int, backend: str, port: int, sizes: dict, o
         model = build_model(model_config()).to(device).train()
         ddp = DDP(model, device_ids=[rank] if use_cuda else None)
         params = model.trainable_parameters()
-        optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-3)
+        optimizer = make_optimizer(params, TrainConfig(dataset="-"))  # SGD lr 1e-3, momentum 0.9, wd 1e-3
         per_tuple = 2 + NEGATIVES
         torch.manual_seed(1 + rank)
         images = torch.rand(TUPLES_PER_GPU * per_tuple, 3, sizes["height"], sizes["width"], device=device)

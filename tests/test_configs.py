@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config_io import load_config
-from pipelines.demo import DemoConfig
-from pipelines.train_config import TrainConfig
+from pipelines.demo.job import DemoConfig
+from pipelines.tune.config import SweepConfig
+from sare_core.config_io import load_config
+from sare_core.training.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -20,4 +21,10 @@ def test_training_configs_parse(path):
 
 def test_demo_config_parses_with_a_valid_training_section():
     demo = load_config(DemoConfig, CONFIGS / "demo.yaml")
-    TrainConfig(**{**demo.train, "dataset": "x"})
+    assert isinstance(demo.train, TrainConfig) and demo.train.dataset.endswith("city/manifest.parquet")
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in CONFIGS.glob("sweep_*.yaml")))
+def test_sweep_configs_parse_and_every_trial_config_is_valid(path, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)  # base_config paths are relative to the repository
+    load_config(SweepConfig, CONFIGS / path).check()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from . import data
+from sare_core.data.names import DATASET_FORMATS, SPLITS
+from sare_core.data.synth.presets import PRESETS as SYNTH_PRESETS
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from . import jobs as data
+
     cfg = data.ConvertConfig(
         format=args.format,
         inputs=args.input,
@@ -35,6 +38,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from . import jobs as data
+
     cfg = data.InspectConfig(
         path=args.path,
         map_png=args.map,
@@ -52,6 +57,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from . import jobs as data
+
     cfg = data.SynthConfig(out=args.out, preset=args.preset, seed=args.seed, workers=args.workers)
     result = data.run(cfg)
     print(f"synthetic city '{cfg.preset}' (seed {cfg.seed}) written to {cfg.out}")
@@ -74,14 +81,14 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
     p = sub.add_parser("convert", help="write a manifest (.csv/.parquet) from a dataset in another format")
-    p.add_argument("--format", required=True, choices=data.FORMATS)
+    p.add_argument("--format", required=True, choices=DATASET_FORMATS)
     p.add_argument("--input", required=True, nargs="+",
                    help="dbstruct: .mat file(s), one per split; gsv: dataset folder (holding images/); "
                    "aligned: the database traverse folder; gldv2: folder with the CSVs (or train.csv); "
                    "manifest: a manifest")
     p.add_argument("--out", required=True, help="manifest to write, .parquet or .csv")
-    p.add_argument("--split", choices=data.SPLITS, help="name the split of a single input dataset")
-    p.add_argument("--splits", nargs="+", choices=data.SPLITS, help="gsv: splits to convert (default: all found)")
+    p.add_argument("--split", choices=SPLITS, help="name the split of a single input dataset")
+    p.add_argument("--splits", nargs="+", choices=SPLITS, help="gsv: splits to convert (default: all found)")
     p.add_argument("--queries", nargs="+", help="aligned: query traverse folder(s)")
     p.add_argument("--tolerance-frames", type=float, default=2,
                    help="aligned: frames (files in the sorted sequence) around the same name that count as "
@@ -108,7 +115,7 @@ def register(subparsers) -> None:
     p.add_argument("path", help="a manifest, a dbStruct .mat, or a dataset folder the readers recognise")
     p.add_argument("--map", help="PNG map to write (default: <name>_map.png next to the input file, or in "
                    "the current directory)")
-    p.add_argument("--split", choices=data.SPLITS, help="only this split")
+    p.add_argument("--split", choices=SPLITS, help="only this split")
     p.add_argument("--json", help="also write the summary as JSON here")
     p.add_argument("--tolerance-frames", type=float, default=2, help="aligned traverse folders: tolerance")
     _thresholds(p)
@@ -117,7 +124,7 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("synth", help="render the synthetic city dataset")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--preset", choices=data.SYNTH_PRESETS, default="small")
+    p.add_argument("--preset", choices=sorted(SYNTH_PRESETS), default="small")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="parallel render processes (default: one per CPU)")
     p.set_defaults(func=_synth)

@@ -18,15 +18,16 @@ from sare_core.data.dbstruct import load_dbstruct
 from sare_core.data.gldv2 import load_gldv2_retrieval, load_gldv2_train
 from sare_core.data.gsv import gsv_splits, load_gsv_folders
 from sare_core.data.image_check import check_images
-from sare_core.data.manifest import SPLITS, manifest_format, read_manifest_splits, write_manifest
+from sare_core.data.manifest import manifest_format, read_manifest_splits, write_manifest
+from sare_core.data.names import DATASET_FORMATS as FORMATS
+from sare_core.data.names import SPLITS
 from sare_core.data.place_dataset import PlaceDataset
 from sare_core.data.sources import open_splits
 from sare_core.data.summary import SplitSummary, format_summary, plot_map, summarize
+from sare_core.data.synth.presets import PRESETS as _PRESETS
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("dbstruct", "gsv", "aligned", "gldv2", "manifest")
-SYNTH_PRESETS = ("tiny", "small", "pitts30k", "pitts250k")
 
 
 def _check_split(value: str | None, what: str) -> None:
@@ -218,8 +219,8 @@ class SynthConfig:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        if self.preset not in SYNTH_PRESETS:
-            raise ValueError(f"preset must be one of {SYNTH_PRESETS}, got {self.preset!r}")
+        if self.preset not in _PRESETS:
+            raise ValueError(f"preset must be one of {tuple(_PRESETS)}, got {self.preset!r}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
@@ -227,7 +228,7 @@ class SynthConfig:
 def synth(cfg: SynthConfig) -> dict:
     """Generate the synthetic city; returns `generate_city`'s record (paths of the .mat files and manifest,
     counts per split, seconds)."""
-    from sare_core.data.synth import generate_city  # heavy renderer: imported only when asked for
+    from sare_core.data.synth.city import generate_city  # heavy renderer: imported only when asked for
 
     return generate_city(cfg.out, cfg.preset, cfg.seed, cfg.workers)
 

@@ -18,31 +18,48 @@ import os
 import shutil
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sare_core.models import load_model, save_model
+from sare_core.training.config import TrainConfig
 
-from .config_io import load_config
-from .train_config import TrainConfig
+from ..extract.config import ExtractSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.yaml")
+TRAIN_FIELDS_SET_BY_THE_DEMO = ("dataset", "storage_path")
 
 
 class DemoConfig(BaseModel):
+    """`sare demo`: the synthetic city `preset` (seed `seed`) under `out_dir`, training (`train`: a
+    TrainConfig whose dataset and storage the demo sets under out_dir; its name defaults to "demo" and
+    its seed to `seed`), extraction settings of the test area (`extract`) and the table's Recall@N."""
+
     model_config = ConfigDict(extra="forbid")
     out_dir: str = "runs/demo"
     preset: str = "small"
     seed: int = 0
     city_workers: int | None = None
-    train: dict = Field(default_factory=dict, description="TrainConfig fields (dataset/storage filled in)")
+    train: TrainConfig
     eval_ns: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 10])
-    extract: dict = Field(default_factory=dict, description="extra ExtractConfig fields")
+    extract: ExtractSettings = Field(default_factory=ExtractSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_under_out_dir(cls, data):
+        if not isinstance(data, dict):
+            return data
+        train = dict(data.get("train") or {})
+        taken = [k for k in TRAIN_FIELDS_SET_BY_THE_DEMO if k in train]
+        if taken:
+            raise ValueError(f"train.{taken[0]}: set by the demo (under out_dir), not in its config")
+        out = os.path.abspath(data.get("out_dir", "runs/demo"))
+        train = {"name": "demo", "seed": data.get("seed", 0), **train,
+                 "dataset": os.path.join(out, "city", "manifest.parquet"), "storage_path": os.path.join(out, "runs")}
+        return {**data, "train": train}
 
 
 def _city(config: DemoConfig) -> str:
-    from sare_core.data.synth import city_is_current, generate_city
+    from sare_core.data.synth.city import city_is_current, generate_city
 
     city_dir = os.path.join(os.path.abspath(config.out_dir), "city")
     if city_is_current(city_dir, config.preset, config.seed):
@@ -59,12 +76,12 @@ def _city(config: DemoConfig) -> str:
 def _extract(config: DemoConfig, manifest: str, model_path: str, store: str, split: str) -> None:
     """Extract `split` with the model at `model_path` into `store`; a store that the demo made earlier with
     another model (e.g. a run with more epochs selected another one) is replaced, an unfinished one resumed."""
-    from sare_core.models.io import model_hash
+    from sare_core.models.io import load_model, model_hash
     from sare_core.store import open_store
     from sare_core.store.errors import StoreNotCommittedError
 
-    from .extract import ExtractConfig
-    from .extract import run as extract_run
+    from ..extract.config import ExtractConfig
+    from ..extract.pipeline import run as extract_run
 
     if os.path.isdir(store):
         try:
@@ -75,12 +92,16 @@ def _extract(config: DemoConfig, manifest: str, model_path: str, store: str, spl
         if previous is not None and previous != current:
             log.info("%s holds descriptors of another model (%s, now %s); extracting again", store, previous, current)
             shutil.rmtree(store)
-    extract_run(ExtractConfig(dataset=manifest, model=model_path, out=store, splits=[split], **config.extract))
+    extract_run(ExtractConfig(**config.extract.model_dump(), dataset=manifest, model=model_path, out=store,
+                              splits=[split]))
 
 
 def run(config: DemoConfig) -> dict:
-    from . import evaluate, train
-    from .train import fit_whitening
+    from sare_core.models.io import load_model, save_model
+    from sare_core.training.fitting import fit_whitening
+
+    from ..evaluate import stores as evaluate
+    from ..train import driver as train
 
     started = time.perf_counter()
     stages: dict[str, float] = {}
@@ -94,8 +115,7 @@ def run(config: DemoConfig) -> dict:
     os.makedirs(out, exist_ok=True)
     manifest = _city(config)
     mark = stage_done("city", started)
-    train_config = TrainConfig(**{"name": "demo", "seed": config.seed, **config.train,
-                                  "dataset": manifest, "storage_path": os.path.join(out, "runs")})
+    train_config = config.train
     trained = train.run(train_config)
     mark = stage_done("training (incl. k-means, validation, whitening)", mark)
 
@@ -103,7 +123,8 @@ def run(config: DemoConfig) -> dict:
     splits = train.load_splits(train_config)
     off_path = os.path.join(trained.run_dir, "off_the_shelf_model.pt")
     off_model = load_model(trained.initial_model_path)
-    fit_whitening(off_model, train_config, splits[train_config.train_split])
+    fit_whitening(off_model, splits[train_config.train_split].db_paths, train_config.model.whitening_dim,
+                  train_config.whitening_images, train_config.seed, train_config.extract_batch_size)
     save_model(off_path, off_model, metadata={"stage": "off-the-shelf", "seed": config.seed})
     mark = stage_done("off-the-shelf model", mark)
 
@@ -137,16 +158,3 @@ def run(config: DemoConfig) -> dict:
     print("time by stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items()))
     print(f"report: {eval_config.out_dir}/report.html, curves: {summary['outputs']['training_curves']}")
     return summary
-
-
-def _demo_cmd(args) -> int:
-    config = load_config(DemoConfig, args.config, args.set)
-    run(config)
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="end-to-end run on the embedded synthetic city (local Ray)")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML DemoConfig (default configs/demo.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. preset=tiny")
-    p.set_defaults(func=_demo_cmd)

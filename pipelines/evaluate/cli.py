@@ -1,12 +1,9 @@
 """`sare eval`: score descriptor stores (table, JSON, Recall@N curve, HTML report); with `--manifest`, extract
-the manifest's images with each `--model` first (see `pipelines.eval_manifest`)."""
+the manifest's images with each `--model` first (see `pipelines.evaluate.manifest`)."""
 
 from __future__ import annotations
 
 import argparse
-
-from .config_io import load_config
-from .evaluate import EvalConfig, run
 
 
 def _models_from_args(args: argparse.Namespace) -> list[dict]:
@@ -23,8 +20,10 @@ def _models_from_args(args: argparse.Namespace) -> list[dict]:
 
 
 def _manifest_cmd(args: argparse.Namespace) -> int:
-    from .eval_manifest import ManifestEvalConfig
-    from .eval_manifest import run as run_manifest
+    from sare_core.config_io import load_config
+
+    from .manifest import ManifestEvalConfig
+    from .manifest import run as run_manifest
 
     store_flags = [flag for flag, given in (("--store", args.store), ("--db", args.db), ("--queries", args.queries),
                                             ("--name", args.name != "model"), ("--images-root", args.images_root))
@@ -50,6 +49,10 @@ def _manifest_cmd(args: argparse.Namespace) -> int:
 
 
 def _eval_cmd(args: argparse.Namespace) -> int:
+    from sare_core.config_io import load_config
+
+    from .stores import EvalConfig, run
+
     if args.manifest:
         return _manifest_cmd(args)
     if args.model:

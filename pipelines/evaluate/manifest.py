@@ -4,8 +4,8 @@
       -> for each model: the model file ready to extract with
            saved model (sare_core.models.save_model, e.g. runs/X/model.pt): used as it is
            pretrained:BACKBONE-POOLING, or a model-config YAML: an off-the-shelf model, fitted here (below)
-      -> Ray Data extraction (`pipelines.extract.run`) of the split's images into {out_dir}/stores/{name}-{hash}
-      -> `pipelines.evaluate.run`: exact search, Recall@N table (first model = baseline of the ratio row),
+      -> Ray Data extraction (`pipelines.extract.pipeline.run`) of the split's images into {out_dir}/stores/{name}-{hash}
+      -> `pipelines.evaluate.stores.run`: exact search, Recall@N table (first model = baseline of the ratio row),
          eval.json, recall_at_n.png, report.html; plus manifest_eval.json (models, hashes, stores, timings)
 
 Off-the-shelf models. `pretrained:NAME` names a backbone with its pretrained weights and a pooling:
@@ -34,36 +34,31 @@ import logging
 import os
 import re
 import time
-from pathlib import Path
 
-import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from sare_core.data import PlaceDataset, read_manifest_splits
+from sare_core.config_io import read_yaml_mapping
 from sare_core.data.image_check import check_images
-from sare_core.models import ModelConfig, build_model, load_model, model_hash, save_model
-from sare_core.models.centroids import init_netvlad_centroids
-from sare_core.models.embedding import EmbeddingModel
-from sare_core.models.inference import embed_paths
-from sare_core.models.netvlad import NetVLAD
-from sare_core.models.preprocessing import load_rgb
-from sare_core.whitening import fit_pca_whitening
+from sare_core.data.image_rows import dataset_root
+from sare_core.data.manifest import read_manifest_splits
+from sare_core.data.place_dataset import PlaceDataset
+from sare_core.paths import absolute, is_remote
 
-from . import ray_session
-from .config_io import _describe
-from .evaluate import SEED_NS, EvalConfig, ModelStores
-from .evaluate import run as run_evaluation
-from .extract import read_model_section
-from .extract_rows import dataset_root
+from .. import ray_session
+from ..extract.config import ExtractSettings
+from ..model.specs import (
+    check_model_spec,
+    default_row_name,
+    is_model_config,
+    is_pretrained,
+    model_config_of,
+    parse_model_arg,
+)
+from .stores import SEED_NS, EvalConfig, ModelStores, SearchSettings
+from .stores import run as run_evaluation
 
 log = logging.getLogger(__name__)
 
-PRETRAINED_PREFIX = "pretrained:"
-POOLINGS = ("gem", "netvlad")
-PRETRAINED_WEIGHTS = {"efficientnet_lite0": "imagenet", "vgg16": "torchvision-download",
-                      "resnet18": "torchvision-download", "resnet50": "torchvision-download"}
-PRETRAINED_NAMES = tuple(f"{b}-{p}" for b in PRETRAINED_WEIGHTS for p in POOLINGS)
 SPLIT_PREFERENCE = ("test", "val")  # a manifest with several splits and no --split: the first present
 
 
@@ -90,66 +85,15 @@ class ManifestEvalConfig(BaseModel):
     units: str = Field("m", description="what utm_east/utm_north count, for printed distances: m, or frames")
     out_dir: str = "runs/eval"
     ns: list[int] = Field(default_factory=lambda: list(SEED_NS))
-    extract: dict = Field(default_factory=dict, description="ExtractConfig fields (batch_size, num_actors, ...)")
-    evaluation: dict = Field(default_factory=dict, description="other EvalConfig fields (search_mode, map_k, ...)")
+    extract: ExtractSettings = Field(default_factory=ExtractSettings, description="how the extraction runs "
+                                     "(batch_size, num_actors, ...)")
+    evaluation: SearchSettings = Field(default_factory=SearchSettings, description="how stores are searched "
+                                       "(search_mode, map_k, ...)")
     strip_whitening: bool = Field(False, description="evaluate every model without PCA whitening: saved models "
                                   "drop theirs, off-the-shelf models fit none")
     check_images: bool = Field(True, description="check that every image file exists before any work")
     seed: int = 0
 
-    @field_validator("evaluation")
-    @classmethod
-    def _evaluation_fields(cls, value: dict) -> dict:
-        return _check_section(value, EvalConfig, {"models", "out_dir", "ns", "radius", "split", "images_root",
-                                                  "units"}, "at the top level, not under evaluation")
-
-    @field_validator("extract")
-    @classmethod
-    def _extract_fields(cls, value: dict) -> dict:
-        from .extract import ExtractConfig
-
-        return _check_section(value, ExtractConfig, {"dataset", "model", "out", "splits"},
-                              "by sare eval --manifest, not under extract")
-
-
-def _check_section(value: dict, model_cls: type[BaseModel], reserved: set[str], where_reserved: str) -> dict:
-    """A nested config section: no field that ManifestEvalConfig sets itself, none unknown to `model_cls`."""
-    taken = reserved & set(value)
-    if taken:
-        raise ValueError(f"{sorted(taken)} are set {where_reserved}")
-    unknown = set(value) - set(model_cls.model_fields)
-    if unknown:
-        raise ValueError(f"unknown {model_cls.__name__} fields {sorted(unknown)}")
-    return value
-
-
-def parse_model_arg(text: str) -> tuple[str | None, str]:
-    """'NAME=SPEC' -> (NAME, SPEC); a SPEC alone -> (None, SPEC). A name holds no '/', ':' or '='."""
-    name, sep, spec = text.partition("=")
-    if sep and name and spec and not re.search(r"[/\\:]", name):
-        return name, spec
-    return None, text
-
-
-def default_row_name(spec: str) -> str:
-    """A table row name for a model spec: 'efficientnet_lite0-gem' for pretrained:..., else the file's
-    folder and stem ('nordland_triplet/model' for runs/nordland_triplet/model.pt)."""
-    if spec.startswith(PRETRAINED_PREFIX):
-        return spec[len(PRETRAINED_PREFIX):]
-    path = Path(spec)
-    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
-
-
-def parse_pretrained_name(spec: str) -> tuple[str, str]:
-    """'pretrained:efficientnet_lite0-netvlad' -> ('efficientnet_lite0', 'netvlad'); ValueError naming the
-    value and the known names otherwise."""
-    name = spec[len(PRETRAINED_PREFIX):]
-    backbone, _, pooling = name.rpartition("-")
-    if backbone not in PRETRAINED_WEIGHTS or pooling not in POOLINGS:
-        known = ", ".join(PRETRAINED_NAMES)
-        extra = " (the tiny backbone has no pretrained weights)" if backbone == "tiny" else ""
-        raise ValueError(f"--model {spec!r}: unknown pretrained model {name!r}{extra}; choose from {known}")
-    return backbone, pooling
 
 
 FIT_FIELDS = ("centroid_images", "centroid_descriptors_per_image", "whitening_images", "seed")
@@ -161,71 +105,12 @@ def fit_settings(config: ManifestEvalConfig, source: str | None) -> dict:
     those the config leaves unset, so that its off-the-shelf model is that run's initial model."""
     settings = {k: getattr(config, k) for k in FIT_FIELDS}
     if source:
-        data = yaml.safe_load(Path(source).read_text()) or {}
+        data = read_yaml_mapping(source)
         if isinstance(data.get("model"), dict):
             for key in FIT_FIELDS:
                 if key in data and key not in config.model_fields_set:
                     settings[key] = data[key]
     return settings
-
-
-def pretrained_model_config(spec: str, base: dict | None = None, overrides: dict | None = None) -> ModelConfig:
-    """The ModelConfig of `pretrained:BACKBONE-POOLING`: `base` (or defaults without whitening), the named
-    backbone, its pretrained weights and pooling, then `overrides`."""
-    backbone, pooling = parse_pretrained_name(spec)
-    data = dict(base) if base is not None else {"whitening_dim": None}
-    if data.get("backbone", backbone) != backbone:
-        # another backbone's cut / train_from make no sense here
-        data = {k: v for k, v in data.items() if k not in ("cut", "train_from")}
-    data.update(backbone=backbone, weights=PRETRAINED_WEIGHTS[backbone], pooling=pooling)
-    data.update(overrides or {})
-    try:
-        return ModelConfig(**data)
-    except ValidationError as exc:
-        raise ValueError(f"--model {spec}: invalid model config: {_describe(exc)}") from None
-
-
-def fit_off_the_shelf(model: EmbeddingModel, db_paths: list[str], centroid_images: int = 500,
-                      per_image: int = 100, whitening_images: int | None = None, seed: int = 0,
-                      batch_size: int = 32) -> dict:
-    """Fit what an off-the-shelf model lacks from database images: NetVLAD centroids by k-means (NetVLAD
-    pooling) and PCA whitening to `model.config.whitening_dim` (when set; capped by the images' rank).
-    Returns what was fitted, for the record."""
-    import torch
-
-    record: dict = {"fit_images": len(db_paths)}
-    rng = np.random.default_rng(seed)
-    if isinstance(model.pool, NetVLAD):
-        # the same draw, order and batches as `sare train`'s initial model: same seed, same centroids
-        rows = rng.choice(len(db_paths), size=min(centroid_images, len(db_paths)), replace=False)
-        prep = model.preprocessor
-
-        def batches():
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start : start + batch_size]
-                yield prep.normalize_uint8(np.stack([prep.to_uint8(load_rgb(db_paths[i])) for i in chunk]))
-
-        started = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            init_netvlad_centroids(model, batches(), per_image=per_image, seed=seed)
-        record["kmeans"] = {"images": len(rows), "per_image": per_image, "clusters": model.pool.num_clusters,
-                            "seconds": time.perf_counter() - started}
-    dim = model.config.whitening_dim
-    if dim is not None:
-        rows = np.arange(len(db_paths))
-        if whitening_images and len(db_paths) > whitening_images:  # as `sare train` draws them
-            rows = np.sort(np.random.default_rng(seed).choice(len(db_paths), whitening_images, replace=False))
-        started = time.perf_counter()
-        model.set_whitening(None)
-        desc = embed_paths(model, [db_paths[i] for i in rows], batch_size=batch_size)
-        usable = min(dim, len(desc) - 1, desc.shape[1])
-        if usable < dim:
-            log.warning("whitening: %d dims requested, %d possible from %d images; using %d", dim,
-                        min(len(desc) - 1, desc.shape[1]), len(desc), usable)
-        model.set_whitening(fit_pca_whitening(desc, usable))
-        record["whitening"] = {"images": len(rows), "dims": usable, "seconds": time.perf_counter() - started}
-    return record
 
 
 def choose_split(splits: dict[str, PlaceDataset], wanted: str | None, manifest: str) -> str:
@@ -265,15 +150,9 @@ def _check_specs(config: ManifestEvalConfig, base_section: dict | None) -> list[
     named = []
     for text in config.models:
         name, spec = parse_model_arg(text)
-        if spec.startswith(PRETRAINED_PREFIX):
-            pretrained_model_config(spec, base_section, config.pretrained)
-        elif not os.path.isfile(spec):
-            raise FileNotFoundError(f"--model: no such file: {spec}")
-        elif spec.lower().endswith((".yaml", ".yml")):
-            try:
-                ModelConfig(**{**read_model_section(spec), **config.pretrained})
-            except ValidationError as exc:
-                raise ValueError(f"{spec}: invalid model config: {_describe(exc)}") from None
+        check_model_spec(spec)
+        if is_pretrained(spec) or is_model_config(spec):
+            model_config_of(spec, base_section, config.pretrained)
         named.append((name or default_row_name(spec), spec))
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
@@ -283,35 +162,29 @@ def _check_specs(config: ManifestEvalConfig, base_section: dict | None) -> list[
 
 def prepare_model(name: str, spec: str, config: ManifestEvalConfig, fit_data: PlaceDataset,
                   base_section: dict | None, models_dir: str) -> PreparedModel:
-    """Load a saved model, or build and fit an off-the-shelf one and save it under `models_dir`."""
-    import torch
+    """Load a saved model, or build and fit an off-the-shelf one (`sare_core.training.fitting`, as `sare
+    train` fits its initial model) and save it under `models_dir`."""
+    from sare_core.models.io import load_model, model_hash, save_model
+    from sare_core.training.fitting import fit_whitening, initial_model
 
-    if not spec.startswith(PRETRAINED_PREFIX) and not spec.lower().endswith((".yaml", ".yml")):
+    if not (is_pretrained(spec) or is_model_config(spec)):
         model = load_model(spec)
-        path = os.path.abspath(spec)
+        path = absolute(spec)
         if config.strip_whitening and model.whitening is not None:
             model.set_whitening(None)
             path = os.path.join(models_dir, f"{_safe(name)}-{model_hash(model)}.pt")
             save_model(path, model, metadata={**model.metadata, "derived": f"{spec} without its whitening"})
         return PreparedModel(name=name, spec=spec, path=path, model_hash=model_hash(model),
                              descriptor_dim=model.descriptor_dim, off_the_shelf=False)
-    if spec.startswith(PRETRAINED_PREFIX):
-        model_cfg = pretrained_model_config(spec, base_section, config.pretrained)
-    else:
-        try:
-            model_cfg = ModelConfig(**{**read_model_section(spec), **config.pretrained})
-        except ValidationError as exc:
-            raise ValueError(f"{spec}: invalid model config: {_describe(exc)}") from None
+    model_cfg = model_config_of(spec, base_section, config.pretrained)
     if config.strip_whitening:
         model_cfg = model_cfg.model_copy(update={"whitening_dim": None})
-    settings = fit_settings(config, config.model_config_path if spec.startswith(PRETRAINED_PREFIX) else spec)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings["seed"])
-        model = build_model(model_cfg).eval()
-    fit = fit_off_the_shelf(model, fit_data.db_paths, settings["centroid_images"],
-                            settings["centroid_descriptors_per_image"], settings["whitening_images"],
-                            settings["seed"])
-    fit.update(split=fit_data.split, seed=settings["seed"])
+    settings = fit_settings(config, config.model_config_path if is_pretrained(spec) else spec)
+    model, fit = initial_model(model_cfg, fit_data.db_paths, settings["centroid_images"],
+                               settings["centroid_descriptors_per_image"], settings["seed"])
+    fit.update(fit_whitening(model, fit_data.db_paths, model_cfg.whitening_dim, settings["whitening_images"],
+                             settings["seed"]))
+    fit.update(fit_images=len(fit_data.db_paths), split=fit_data.split, seed=settings["seed"])
     digest = model_hash(model)
     path = os.path.join(models_dir, f"{_safe(name)}-{digest}.pt")
     save_model(path, model, metadata={"stage": "off-the-shelf", "spec": spec, "seed": settings["seed"], "fit": fit,
@@ -326,12 +199,11 @@ def run(config: ManifestEvalConfig) -> dict:
     Everything that can be checked is checked before any work: the manifest (file, fields, values), the
     split, the image files, the model specs. Returns {"results": {name: Evaluation}, "models": [...], ...}.
     """
-    from . import extract
+    from ..extract.config import ExtractConfig
+    from ..extract.pipeline import run as run_extraction
 
     started = time.perf_counter()
-    manifest = config.manifest
-    if "://" not in manifest:
-        manifest = os.path.abspath(manifest)
+    manifest = absolute(config.manifest)
     splits = read_manifest_splits(manifest)
     split = choose_split(splits, config.split, config.manifest)
     data = splits[split]
@@ -341,17 +213,17 @@ def run(config: ManifestEvalConfig) -> dict:
     fit_split = config.fit_split or split
     if fit_split not in splits:
         raise ValueError(f"fit_split: {config.manifest} has no split {fit_split!r} (it has {sorted(splits)})")
-    base_section = read_model_section(config.model_config_path) if config.model_config_path else None
+    base_section = (model_config_of(config.model_config_path).model_dump(exclude_unset=True)
+                    if config.model_config_path else None)
     named = _check_specs(config, base_section)
     if config.check_images:
-        paths = [p for p in (*data.db_paths, *data.q_paths) if "://" not in p]
+        paths = [p for p in (*data.db_paths, *data.q_paths) if not is_remote(p)]
         report = check_images(paths)
         if not report.ok:
             raise FileNotFoundError(f"{config.manifest}: field 'path': {report.summary()}")
     radius = config.radius if config.radius is not None else (data.pos_dist_thr if data.is_geographic else None)
-    out = config.out_dir.rstrip("/")
-    if "://" not in out:
-        out = os.path.abspath(out)
+    out = absolute(config.out_dir.rstrip("/"))
+    if not is_remote(out):
         os.makedirs(out, exist_ok=True)
 
     prepared: list[PreparedModel] = []
@@ -363,15 +235,14 @@ def run(config: ManifestEvalConfig) -> dict:
 
     import ray
 
-    started_ray = ray_session.connect(config.extract.get("ray_address"))
+    started_ray = ray_session.connect(config.extract.ray_address)
     extractions = {}
     try:
         for model in prepared:
             store = f"{out}/stores/{_safe(model.name)}-{model.model_hash}"
-            xcfg = extract.ExtractConfig(**{**config.extract, "dataset": manifest, "model": model.path,
-                                            "out": store, "splits": [split] if split else None,
-                                            "seed": config.seed})
-            result = extract.run(xcfg)
+            xcfg = ExtractConfig(**config.extract.model_dump(), dataset=manifest, model=model.path, out=store,
+                                 splits=[split] if split else None, seed=config.seed)
+            result = run_extraction(xcfg)
             if result.failures:
                 log.warning("%s: %d images could not be read (see the store's failures table); they are left "
                             "out of the evaluation", model.name, result.failures)
@@ -381,18 +252,17 @@ def run(config: ManifestEvalConfig) -> dict:
         if started_ray:
             ray.shutdown()
 
-    eval_config = EvalConfig(**{**config.evaluation,
-                                "models": [ModelStores(name=m.name, database=extractions[m.name]["store"])
-                                           for m in prepared],
-                                "out_dir": out, "ns": config.ns, "radius": radius, "split": split or None,
-                                "images_root": dataset_root(manifest), "units": config.units})
+    eval_config = EvalConfig(**config.evaluation.model_dump(),
+                             models=[ModelStores(name=m.name, database=extractions[m.name]["store"]) for m in prepared],
+                             out_dir=out, ns=config.ns, radius=radius, split=split or None,
+                             images_root=dataset_root(manifest), units=config.units)
     print(f"{config.manifest}, split {split or '(none)'}: {data.num_q} queries, {data.num_db} database images"
           + (f", positives within {radius:g} (manifest units)" if radius is not None else ", same-label positives"))
     results = run_evaluation(eval_config)
     record = {"manifest": config.manifest, "split": split, "radius": radius, "config": config.model_dump(mode="json",
               by_alias=True), "models": [m.model_dump() for m in prepared], "extractions": extractions,
               "results": {n: e.to_json() for n, e in results.items()}, "seconds": time.perf_counter() - started}
-    if "://" not in out:
+    if not is_remote(out):
         with open(f"{out}/manifest_eval.json", "w") as f:
             json.dump(record, f, indent=2, default=str)
     return {"results": results, "models": prepared, "split": split, "radius": radius, "record": record}

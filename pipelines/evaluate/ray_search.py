@@ -13,7 +13,7 @@ import ray
 
 from sare_core.evaluation.search import SearchResult, build_flat_index, merge_topk
 
-from . import ray_session
+from .. import ray_session
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from .config_io import load_config
-
 
 def _explain_cmd(args: argparse.Namespace) -> int:
-    from .explain import ExplainConfig, run
+    from sare_core.config_io import load_config
+
+    from .maps import ExplainConfig, run
 
     data: dict = {"models": [args.model, *(args.compare or [])], "images": list(args.images), "out": args.out}
     if args.match:

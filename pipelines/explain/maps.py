@@ -28,11 +28,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sare_core.evaluation.attribution import contribution_maps, similarity_maps
-from sare_core.models import build_model, embed_paths, load_model, load_rgb
-from sare_core.models.embedding import EmbeddingModel
+from sare_core.models.embedding import EmbeddingModel, build_model
+from sare_core.models.images import load_rgb
+from sare_core.models.inference import embed_paths
+from sare_core.models.io import load_model
 from sare_core.models.netvlad import NetVLAD
 
-from .eval_manifest import PRETRAINED_PREFIX, default_row_name, parse_model_arg, pretrained_model_config
+from ..model.specs import PRETRAINED_PREFIX, default_row_name, parse_model_arg, pretrained_model_config
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +170,9 @@ def run(config: ExplainConfig) -> dict:
         raise ValueError(f"model names repeat: {[n for n, _ in named]}; name them NAME=CKPT")
     db_paths: list[str] = []
     if config.database:
-        from sare_core.data import read_manifest_splits
+        from sare_core.data.manifest import read_manifest_splits
 
-        from .eval_manifest import choose_split
+        from ..evaluate.manifest import choose_split
 
         splits = read_manifest_splits(config.database)
         db_paths = splits[choose_split(splits, config.split, config.database)].db_paths

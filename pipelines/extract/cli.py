@@ -1,7 +1,7 @@
 """`sare extract --dataset D --model M --out URI [--config YAML] [--set key=value ...]`.
 
 Parses arguments into an `ExtractConfig` (YAML file, then the flags, then --set overrides) and runs
-`pipelines.extract.run`. Exit status: 0 when done and failures are within `max_failure_fraction`, 3 when
+`pipelines.extract.pipeline.run`. Exit status: 0 when done and failures are within `max_failure_fraction`, 3 when
 more images failed than that (the store is still committed; see its failures table), 2 for a bad config
 or input (nothing done); an interrupted run exits non-zero and resumes when run again.
 """
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 
-from . import extract
-
 
 def _extract_cmd(args: argparse.Namespace) -> int:
-    values = {"dataset": args.dataset, "model": args.model, "out": args.out}
-    if args.splits:
-        values["splits"] = args.splits
-    if args.no_progress:
-        values["progress_bars"] = False
-    config = extract.load_extract_config(args.config, args.set, values)
-    result = extract.run(config)
+    from sare_core.config_io import load_config
+
+    from .config import ExtractConfig
+    from .pipeline import run
+
+    values = {"dataset": args.dataset, "model": args.model, "out": args.out, "splits": args.splits or None,
+              "progress_bars": False if args.no_progress else None}
+    config = load_config(ExtractConfig, args.config, args.set, base=values, section="extract")
+    result = run(config)
     print(result.summary())
     return result.exit_status
 

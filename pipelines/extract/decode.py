@@ -1,12 +1,10 @@
 """The extraction's CPU steps that need no torch: reading and resizing images, and writing store parts.
 
-Ray Data runs these in plain tasks. This module imports only PIL, numpy, pyarrow and the store (never
-torch, never `sare_core.models`, whose package import pulls in torch and torchvision), so the worker
-processes that run decode and write tasks start in a fraction of a second and stay small: importing torch
-costs a new worker about 3 CPU-seconds and 300 MB, which on a 2-core machine was most of the pipeline's
-overhead. The resize rule is therefore restated here from `sare_core.models.preprocessing`
-(`target_size`, bilinear PIL resize, RGB uint8); tests check that the pixels are byte-identical to
-`Preprocessor.to_uint8(load_rgb(path))` for fixed sizes, capped sides and native sizes.
+Ray Data runs these in plain tasks. This module imports only PIL, numpy, pyarrow, the store and the
+torch-free `sare_core.models.images` (the same decode and resize the model's `Preprocessor` uses), so the
+worker processes that run decode and write tasks start in a fraction of a second and stay small: importing
+torch costs a new worker about 3 CPU-seconds and 300 MB, which on a 2-core machine was most of the
+pipeline's overhead.
 
     decode_images(rows, image_size, max_side)  -> rows + pixels (uint8 bytes), height, width, error
     write_parts(rows, uri, metadata, task_id)   -> one PART_SCHEMA row per part written
@@ -14,15 +12,14 @@ overhead. The resize rule is therefore restated here from `sare_core.models.prep
 
 from __future__ import annotations
 
-import io
 import json
 import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image
 
+from sare_core.models.images import load_rgb, resized_uint8
 from sare_core.store import PartWriter, StoreMetadata
 
 ROW_COLUMNS = ("id", "path", "role", "split", "utm_east", "utm_north", "label")
@@ -45,44 +42,6 @@ def error_text(stage: str, error: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
-def read_image(path: str) -> Image.Image:
-    """Decode the image at `path` (local file or fsspec URI such as s3://...) fully, as RGB.
-
-    Local files are decoded exactly as `sare_core.models.load_rgb` does (open, load, convert), so a plain
-    loop and the pipeline see the same pixels; remote ones are fetched whole and decoded from memory.
-    """
-    if "://" in path:
-        import fsspec
-
-        with fsspec.open(path, "rb") as f:
-            source: str | io.BytesIO = io.BytesIO(f.read())
-    else:
-        source = path
-    with Image.open(source) as img:
-        img.load()  # full decode: a truncated file fails here
-        return img.convert("RGB")
-
-
-def target_size(width: int, height: int, image_size, max_side) -> tuple[int, int]:
-    """(width, height) after resizing: `image_size` (height, width) when given, else the longer side
-    capped at `max_side` (images are only shrunk), else unchanged. Same rule as the model's Preprocessor."""
-    if image_size is not None:
-        return int(image_size[1]), int(image_size[0])
-    if max_side is not None and max(width, height) > max_side:
-        scale = max_side / max(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
-    return width, height
-
-
-def resized_uint8(img: Image.Image, image_size=None, max_side=None) -> np.ndarray:
-    """Resized RGB pixels as (H, W, 3) uint8 (bilinear), as `Preprocessor.to_uint8` makes them."""
-    img = img.convert("RGB")
-    size = target_size(img.width, img.height, image_size, max_side)
-    if size != img.size:
-        img = img.resize(size, Image.BILINEAR)
-    return np.array(img, dtype=np.uint8)
-
-
 def decode_images(rows: pa.Table, image_size=None, max_side=None) -> pa.Table:
     """Add pixels (binary: the resized (H, W, 3) uint8 image, row-major), height, width and error columns.
 
@@ -97,7 +56,7 @@ def decode_images(rows: pa.Table, image_size=None, max_side=None) -> pa.Table:
     errors: list[str] = []
     for i, path in enumerate(paths):
         try:
-            array = resized_uint8(read_image(path), image_size, max_side)
+            array = resized_uint8(load_rgb(path), image_size, max_side)
             if array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
                 raise ValueError(f"decoded to an empty or non-RGB array of shape {array.shape}")
         except FileNotFoundError as error:

@@ -1,4 +1,4 @@
-"""The model step of an extraction: the class Ray Data runs in its actor pool (see also `extract_io`).
+"""The model step of an extraction: the class Ray Data runs in its actor pool (see also `decode`).
 
 `ImageEmbedder(model, ...)(rows)` turns decoded rows (pixels, height, width, error) into embedded rows
 (descriptor: float32 list; zeros where error != ""), carrying every row's id and other columns through,
@@ -16,10 +16,10 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from sare_core.models import EmbeddingModel, model_hash
-from sare_core.models.io import model_from_payload
+from sare_core.models.embedding import EmbeddingModel
+from sare_core.models.io import model_from_payload, model_hash
 
-from .extract_io import ROW_COLUMNS, error_text
+from .decode import ROW_COLUMNS, error_text
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ The pipeline (one Ray Data dataset, streamed):
                                   part for images that could not be read); only part names reach the driver
     driver: collects the part names, logs images/s, commits the store once at the end.
 
-Ids (see `extract_rows`) travel with every row through every step; nothing depends on row order.
-Resume (see `extract_resume`): rerunning the same command skips committed ids and adopts the complete
+Ids (see `sare_core.data.image_rows`) travel with every row through every step; nothing depends on row order.
+Resume (see `resume`): rerunning the same command skips committed ids and adopts the complete
 parts a killed run left behind, so only what is missing is extracted and every id is stored once.
 Bad images (missing, truncated, corrupt, or failing in the model) become rows of the store's failures
 table (id, path, error); `ExtractResult.failures_exceeded` says whether they pass `max_failure_fraction`.
@@ -24,28 +24,13 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Literal
 
 import pyarrow as pa
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sare_core.models import EmbeddingModel, ModelConfig, build_model, load_model, model_hash
-from sare_core.models.io import model_payload
-from sare_core.store import PartInfo, StoreMetadata, commit, commit_update
-
-from . import ray_session
-from .config_io import _describe, apply_overrides
-from .extract_io import decode_images, read_image, resized_uint8, write_parts
-from .extract_resume import count_missing, delete_parts_of_run, inspect_store
-from .extract_rows import (
-    ROLES,
+from sare_core.data.image_rows import (
     dataset_root,
     default_dataset_name,
     image_rows,
@@ -53,242 +38,19 @@ from .extract_rows import (
     select_rows,
     without_ids,
 )
-from .extract_workers import ImageEmbedder
+from sare_core.models.config import ModelConfig
+from sare_core.store import PartInfo, StoreMetadata, commit, commit_update
+
+from .. import ray_session
+from ..model.specs import load_model_spec
+from .config import ExtractConfig
+from .decode import decode_images, write_parts
+from .plan import ExtractionPlan, estimate_pixel_bytes, plan_resources
+from .resume import count_missing, delete_parts_of_run, inspect_store
 
 log = logging.getLogger(__name__)
 
-MODEL_CONFIG_SUFFIXES = (".yaml", ".yml")
-PART_TARGET_BYTES = 64 << 20  # descriptor bytes per store part
-DECODE_TARGET_BYTES = 32 << 20  # decoded pixel bytes per decode task (fewer, larger tasks: less overhead)
-DECODE_BASE_MEMORY = 384 << 20  # heap of a decode worker besides its pixels (Python, Ray, Arrow, PIL, an image)
 EXIT_FAILURES_EXCEEDED = 3
-
-
-class ExtractConfig(BaseModel):
-    """`sare extract`: which images, which model, where to, and how to spread the work.
-
-    Every resource field left at None is chosen from the cluster's resources when the run starts (see
-    `plan_resources`); the chosen values are logged and returned in `ExtractResult.plan`.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = Field(description="manifest (.csv/.parquet), dbStruct .mat, or a dataset folder")
-    model: str = Field(description="a saved model (sare_core.models.save_model) or a model-config YAML "
-                       "(a ModelConfig mapping, or a run config with a model: section) for an off-the-shelf model")
-    out: str = Field(description="descriptor store to write: local folder or s3://bucket/prefix")
-    splits: list[str] | None = Field(None, description="splits to extract (default: all in the dataset)")
-    roles: list[Literal["database", "query"]] = Field(list(ROLES), min_length=1)
-    images_root: str | None = Field(None, description="folder that relative image paths and ids are relative "
-                                    "to (default: the dataset file's folder, or the dataset folder)")
-    query_root: str | None = Field(None, description="dbStruct only: folder of the query images "
-                                   "(default: images_root)")
-    dataset_name: str | None = Field(None, description="recorded in the store (default: '<folder>/<file>')")
-    dtype: Literal["float32", "float16"] = "float32"
-    seed: int = Field(0, description="seeds the random initialisation of an off-the-shelf model config")
-
-    ray_address: str | None = Field(None, description="Ray cluster to join (default: RAY_ADDRESS, or a local one)")
-    use_gpu: bool | None = Field(None, description="default: when the cluster has GPUs")
-    num_actors: int | None = Field(None, ge=1, description="model actors (default: one per GPU; on CPUs "
-                                   "one per CPU / threads_per_actor)")
-    threads_per_actor: int | None = Field(None, ge=1, description="torch threads in each actor (default 1)")
-    actor_cpus: float | None = Field(None, gt=0, description="logical CPUs each model actor reserves (default: "
-                                     "1 with a GPU; on CPUs the share the decode tasks leave)")
-    batch_size: int | None = Field(None, ge=1, description="images per model forward pass (default 32 on "
-                                   "CPU, 128 on GPU)")
-    decode_batch_size: int | None = Field(None, ge=1, description="images per decode task and model actor call "
-                                          "(default: about 32 MB of decoded pixels, 16..1024)")
-    decode_tasks: int | None = Field(None, ge=1, description="concurrent decode tasks (default: the CPUs "
-                                     "the GPU actors leave; on CPU clusters one per 4 CPUs)")
-    decode_cpus: float | None = Field(None, gt=0, description="logical CPUs per decode task (default 1)")
-    rows_per_part: int | None = Field(None, ge=1, description="rows per store part (default: about 64 MB "
-                                      "of descriptors, at most 1/8 of the images)")
-    write_tasks: int | None = Field(None, ge=1, description="concurrent part writers (default 2, fewer for "
-                                    "fewer parts)")
-    object_store_memory: int | None = Field(None, ge=1 << 20, description="bytes of object store the "
-                                            "pipeline may fill (default: half the cluster's object store)")
-    mixed_precision: bool = Field(True, description="GPU only: autocast float16 (descriptors stay float32)")
-    channels_last: bool = Field(True, description="GPU only: channels-last memory format")
-
-    resume: bool = Field(True, description="continue an interrupted or earlier run into the same store; "
-                         "False: fail when the store exists")
-    max_failure_fraction: float = Field(0.01, ge=0, le=1, description="fraction of images that may fail "
-                                        "before the run reports failure (exit status 3)")
-    progress_bars: bool = Field(True, description="Ray Data progress bars")
-    log_every_s: float = Field(10.0, gt=0, description="seconds between throughput log lines")
-
-    @field_validator("splits")
-    @classmethod
-    def _splits(cls, value):
-        if value is not None and not value:
-            raise ValueError("give at least one split, or leave splits unset for all")
-        return value
-
-    def check_inputs(self) -> None:
-        """FileNotFoundError / ValueError naming the field when an input is missing (before any work)."""
-        if "://" not in self.dataset and not os.path.exists(self.dataset):
-            raise FileNotFoundError(f"dataset: no such file or folder: {self.dataset}")
-        if "://" not in self.model and not os.path.isfile(self.model):
-            raise FileNotFoundError(f"model: no such file: {self.model}")
-        for name in ("images_root", "query_root"):
-            value = getattr(self, name)
-            if value is not None and "://" not in value and not os.path.isdir(value):
-                raise FileNotFoundError(f"{name}: no such folder: {value}")
-
-
-def load_extract_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                        values: dict | None = None) -> ExtractConfig:
-    """ExtractConfig from a YAML file (its `extract:` section when it has one, else the whole mapping),
-    then `values` (e.g. --dataset/--model/--out), then `key=value` overrides; errors name file and field."""
-    data: dict = {}
-    source = "command line"
-    if path is not None:
-        source = str(path)
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of config fields")
-        loaded = loaded or {}
-        data = dict(loaded["extract"]) if isinstance(loaded.get("extract"), dict) else loaded
-    data.update({k: v for k, v in (values or {}).items() if v is not None})
-    data = apply_overrides(data, overrides or [])
-    try:
-        return ExtractConfig(**data)
-    except ValidationError as exc:
-        raise ValueError(f"{source}: invalid config: {_describe(exc)}") from None
-
-
-def read_model_section(path: str) -> dict:
-    """The ModelConfig mapping of a YAML file (the file itself, or a run config's `model:` section); a
-    ValueError names the file for invalid YAML, a non-mapping, or fields ModelConfig does not have."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model config: no such file: {path}")
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a model config must be a mapping")
-    section = data["model"] if isinstance(data.get("model"), dict) else data
-    unknown = set(section) - set(ModelConfig.model_fields)
-    if unknown:
-        raise ValueError(f"{path}: fields {sorted(unknown)} are not ModelConfig fields (give a ModelConfig "
-                         f"mapping or a run config with a model: section)")
-    return dict(section)
-
-
-def load_extraction_model(spec: str, seed: int = 0) -> EmbeddingModel:
-    """The model a `--model` argument names: a saved model file, or a YAML model config (a ModelConfig
-    mapping, or a run config with a `model:` section) built with torch seeded by `seed`, so the same YAML
-    gives the same weights (and model hash) in every run."""
-    if spec.lower().endswith(MODEL_CONFIG_SUFFIXES):
-        import torch
-
-        try:
-            config = ModelConfig(**read_model_section(spec))
-        except ValidationError as exc:
-            raise ValueError(f"{spec}: invalid model config: {_describe(exc)}") from None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build_model(config)
-        return model.eval()
-    return load_model(spec).eval()
-
-
-@dataclass
-class ExtractionPlan:
-    """How the work is spread; every field is a config value or its automatic default."""
-
-    use_gpu: bool
-    num_actors: int
-    actor_cpus: float
-    threads_per_actor: int
-    batch_size: int
-    decode_batch_size: int
-    decode_tasks: int
-    decode_cpus: float
-    decode_memory: int
-    rows_per_part: int
-    write_tasks: int
-    write_cpus: float
-    object_store_memory: int | None
-    cluster_cpus: float
-    cluster_gpus: float
-
-
-def estimate_pixel_bytes(model: EmbeddingModel, paths: list[str]) -> int:
-    """Bytes of one decoded, resized image: from the model's fixed size, else from a sample image."""
-    config = model.config
-    if config.image_size is not None:
-        return int(config.image_size[0] * config.image_size[1] * 3)
-    for path in paths[:3]:
-        try:
-            return int(resized_uint8(read_image(path), None, config.max_side).nbytes)
-        except Exception:  # noqa: BLE001 - a bad sample image is reported by the pipeline, not here
-            continue
-    side = config.max_side or 640
-    return side * side * 3
-
-
-def plan_resources(config: ExtractConfig, cluster_cpus: float, cluster_gpus: float, num_rows: int, dim: int,
-                   pixel_bytes: int, object_store_capacity: float | None = None) -> ExtractionPlan:
-    """Fill the resource fields the config leaves unset from the cluster's resources.
-
-    GPUs: one actor per GPU (1 logical CPU, 1 torch thread each), batches of 128, decode tasks (1 CPU
-    each) on the remaining CPUs.
-    CPUs: data parallelism across processes rather than threads: one single-threaded actor per CPU, plus
-    one decode task per 4 CPUs (at least one). Decode tasks reserve 1 logical CPU each and the actors
-    share the rest (0.5 each on 2 CPUs, 0.75 on 16), so the node's cores are deliberately oversubscribed a
-    little: a decode task sleeps while the actors have enough images, and the model never waits for one.
-    (One process per core beats one process with a thread per core for these models on CPUs, and
-    OpenMP's spinning threads degrade badly on a machine that also runs other work.)
-    """
-    cpus = max(1.0, float(cluster_cpus))
-    use_gpu = config.use_gpu if config.use_gpu is not None else cluster_gpus >= 1
-    if use_gpu and cluster_gpus < 1:
-        raise ValueError("use_gpu: the Ray cluster has no GPU")
-    threads = config.threads_per_actor or 1
-    if use_gpu:
-        num_actors = config.num_actors or max(1, int(cluster_gpus))
-        actor_cpus = config.actor_cpus or 1.0
-        decode_cpus = config.decode_cpus or 1.0
-        decode_tasks = config.decode_tasks or max(1, int((cpus - num_actors * actor_cpus) // decode_cpus))
-        batch_size = config.batch_size or 128
-    else:
-        num_actors = config.num_actors or max(1, int(cpus // threads))
-        decode_tasks = config.decode_tasks or max(1, int(cpus // 4))
-        decode_cpus = config.decode_cpus or min(1.0, cpus / 2 / decode_tasks)
-        actor_cpus = config.actor_cpus or (cpus - decode_tasks * decode_cpus) / num_actors
-        batch_size = config.batch_size or 32
-    if decode_cpus > cpus:
-        raise ValueError(f"decode_cpus={decode_cpus:g} exceeds the cluster's {cpus:g} CPUs")
-    if actor_cpus <= 0 or num_actors * actor_cpus + decode_cpus > cpus + 1e-9:
-        raise ValueError(f"{num_actors} actors of {actor_cpus:g} CPUs leave no CPU for decoding on a cluster of "
-                         f"{cpus:g} CPUs: lower num_actors or actor_cpus")
-    # Blocks of about DECODE_TARGET_BYTES of pixels (16..1024 images), but at least 4 per actor when the
-    # dataset is small, so that every actor gets work; no more actors or writers than there are blocks.
-    decode_batch = config.decode_batch_size or int(min(1024, max(16, DECODE_TARGET_BYTES // max(1, pixel_bytes)),
-                                                        max(16, math.ceil(num_rows / (4 * num_actors)))))
-    blocks = max(1, math.ceil(num_rows / decode_batch))
-    if config.num_actors is None:
-        num_actors = min(num_actors, blocks)
-    itemsize = 4 if config.dtype == "float32" else 2
-    rows_per_part = config.rows_per_part or int(min(max(256, PART_TARGET_BYTES // (dim * itemsize)),
-                                                    max(16, math.ceil(num_rows / 8))))
-    write_tasks = config.write_tasks or max(1, min(2, math.ceil(num_rows / rows_per_part)))
-    object_store = config.object_store_memory
-    if object_store is None and object_store_capacity:
-        object_store = int(object_store_capacity * 0.5)
-    return ExtractionPlan(use_gpu=use_gpu, num_actors=num_actors, actor_cpus=actor_cpus, threads_per_actor=threads,
-                          batch_size=batch_size, decode_batch_size=decode_batch, decode_tasks=decode_tasks,
-                          decode_cpus=decode_cpus, rows_per_part=rows_per_part,
-                          decode_memory=int(4 * decode_batch * pixel_bytes + DECODE_BASE_MEMORY),
-                          write_tasks=write_tasks, write_cpus=0.0, object_store_memory=object_store,
-                          cluster_cpus=cpus, cluster_gpus=float(cluster_gpus))
 
 
 @dataclass
@@ -353,11 +115,6 @@ class ExtractResult:
         return "\n".join(lines)
 
 
-def _ensure_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray unless connected; True when this call did."""
-    return ray_session.connect(address)
-
-
 def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash: str, model_config: ModelConfig,
                   uri: str, metadata: StoreMetadata, task_id: str, storage_options: dict | None = None,
                   mixed_precision: bool = True, channels_last: bool = True):
@@ -375,6 +132,8 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash
         batch_format="pyarrow", batch_size=step,
         compute=ray.data.TaskPoolStrategy(size=plan.decode_tasks), num_cpus=plan.decode_cpus,
         memory=plan.decode_memory, udf_modifying_row_count=False)
+    from .embedder import ImageEmbedder
+
     ds = ds.map_batches(
         ImageEmbedder, fn_constructor_args=(model_ref, expected_hash),
         fn_constructor_kwargs={"batch_size": plan.batch_size, "use_gpu": plan.use_gpu,
@@ -462,12 +221,12 @@ def store_exists(uri: str, storage_options: dict | None = None) -> bool:
     return True
 
 
-def _execute(config: ExtractConfig, todo: pa.Table, model: EmbeddingModel, digest: str, metadata: StoreMetadata,
+def _execute(config: ExtractConfig, todo: pa.Table, model, digest: str, metadata: StoreMetadata,
              run_tag: str, storage_options: dict | None) -> tuple[ExtractionPlan, list[PartInfo], _Throughput]:
     """Run the Ray Data pipeline over `todo`; returns the plan, the parts the workers wrote, the meter."""
     import ray
 
-    started_ray = _ensure_ray(config.ray_address)
+    started_ray = ray_session.connect(config.ray_address)
     model_ref = None
     restore = None
     new_parts: list[PartInfo] = []
@@ -477,6 +236,8 @@ def _execute(config: ExtractConfig, todo: pa.Table, model: EmbeddingModel, diges
                               metadata.dim, estimate_pixel_bytes(model, todo.column("path").to_pylist()),
                               resources.get("object_store_memory"))
         log.info("extract plan: %s", asdict(plan))
+        from sare_core.models.io import model_payload
+
         model_ref = ray.put(model_payload(model))
         restore = _set_data_context(plan, config.progress_bars)
         ds = build_dataset(todo, plan, model_ref, digest, model.config, config.out, metadata, run_tag,
@@ -507,7 +268,9 @@ def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractRe
     """
     started = time.perf_counter()
     config.check_inputs()
-    model = load_extraction_model(config.model, config.seed)
+    from sare_core.models.io import model_hash
+
+    model = load_model_spec(config.model, config.seed)
     digest = model_hash(model)
     dim = model.descriptor_dim
     splits = open_dataset(config.dataset, config.images_root, config.query_root)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .config_io import load_config
-from .train import run
-from .train_config import TrainConfig
-
 
 def _train_cmd(args: argparse.Namespace) -> int:
-    config = load_config(TrainConfig, args.config, args.set)
-    result = run(config)
+    from sare_core.config_io import load_config
+    from sare_core.training.config import TrainConfig
+
+    from .driver import run
+
+    result = run(load_config(TrainConfig, args.config, args.set))
     print(f"model: {result.model_path} (best epoch {result.best_epoch})")
     return 0
 

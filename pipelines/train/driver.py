@@ -1,52 +1,43 @@
-"""The training stage: NetVLAD centroids by k-means, Ray Train DDP SARE training with periodic re-mining,
-best epoch by validation recall, PCA whitening, test evaluation, tables and curves.
+"""The training stage: the initial model (k-means centroids), Ray Train DDP training with periodic
+re-mining, the best epoch by validation recall, PCA whitening, the validation table and training curves.
 
-Run layout under `{storage_path}/{name}/` (local or s3://): initial_model.pt (off-the-shelf model with
-k-means centroids, cached), Ray Train's checkpoints, model.pt (best epoch + whitening), history.json,
-training_curves.png.
+    result = run(load_config(TrainConfig, "configs/pitts30k_vgg16_sare_joint.yaml"))
+
+Run layout under `{storage_path}/{name}/` (local or s3://): initial_model.pt (the off-the-shelf model with
+k-means centroids, cached), Ray Train's checkpoints (one per epoch), model.pt (best epoch + whitening),
+history.json, training_curves.png. Rerunning the same name and storage_path resumes from the last
+checkpoint; the recipes themselves (fitting, epochs, checkpoints) live in `sare_core.training`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import time
+import uuid
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
-import torch
 
-from sare_core.data import PlaceDataset, open_splits
-from sare_core.evaluation import format_recall_table
+from sare_core.data.place_dataset import PlaceDataset
+from sare_core.data.sources import open_splits
+from sare_core.evaluation.report import format_recall_table
 from sare_core.mining import GroundTruthForTraining
-from sare_core.models import build_model, init_netvlad_centroids, load_model, save_model
-from sare_core.models.embedding import EmbeddingModel
-from sare_core.models.inference import embed_paths
-from sare_core.models.io import model_from_payload
-from sare_core.models.netvlad import NetVLAD
-from sare_core.models.preprocessing import load_rgb
-from sare_core.whitening import fit_pca_whitening
+from sare_core.paths import absolute, exists, join, make_dirs, move, write_bytes, write_text
+from sare_core.training.config import TrainConfig
 
-from . import ray_session
-from .train_config import TrainConfig
-from .train_worker import CHECKPOINT_FILE, train_loop_per_worker
+from .. import ray_session
 
 log = logging.getLogger(__name__)
 
 
-def _exists(path: str) -> bool:
-    fs, _, paths = fsspec.get_fs_token_paths(path)
-    return fs.exists(paths[0])
-
-
 def run_dir(config: TrainConfig) -> str:
-    base = config.storage_path if "://" in config.storage_path else os.path.abspath(config.storage_path)
-    return f"{base.rstrip('/')}/{config.name}"
+    return join(absolute(config.storage_path), config.name)
 
 
 def load_splits(config: TrainConfig) -> dict[str, PlaceDataset]:
+    """The run's splits (training, validation and, when set, test; `eval_dataset` may supply the latter
+    two); ValueError naming the dataset when one is missing or no training query has a positive."""
     splits = open_splits(config.dataset)
     if config.eval_dataset:
         splits = {**splits, **{k: v for k, v in open_splits(config.eval_dataset).items() if k != config.train_split}}
@@ -64,59 +55,62 @@ def load_splits(config: TrainConfig) -> dict[str, PlaceDataset]:
     return splits
 
 
-def initial_model(config: TrainConfig, train: PlaceDataset, path: str) -> EmbeddingModel:
-    """The off-the-shelf model with NetVLAD centroids from k-means over training images (cached at `path`)."""
-    if _exists(path):
+def ensure_initial_model(config: TrainConfig, train: PlaceDataset, path: str) -> str:
+    """The run's initial model (k-means centroids on training database images) at `path`, made unless it is
+    there; written under a temporary name first, so an interrupted run never leaves half a file."""
+    from sare_core.models.io import save_model
+    from sare_core.training.fitting import initial_model
+
+    if exists(path):
         log.info("reusing the initial model (k-means centroids) at %s", path)
-        return load_model(path)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model)
-    if isinstance(model.pool, NetVLAD):
-        rng = np.random.default_rng(config.seed)
-        rows = rng.choice(train.num_db, size=min(config.centroid_images, train.num_db), replace=False)
-        prep = model.preprocessor
-
-        def batches():
-            for start in range(0, len(rows), config.extract_batch_size):
-                chunk = rows[start : start + config.extract_batch_size]
-                yield prep.normalize_uint8(np.stack([prep.to_uint8(load_rgb(train.db_paths[i])) for i in chunk]))
-
-        started = time.perf_counter()
-        init_netvlad_centroids(model, batches(), per_image=config.centroid_descriptors_per_image, seed=config.seed)
-        log.info("k-means centroids from %d images in %.1f s", len(rows), time.perf_counter() - started)
-    save_model(path, model, metadata={"stage": "initial", "seed": config.seed})
-    return model
+        return path
+    model, record = initial_model(config.model, train.db_paths, config.centroid_images,
+                                  config.centroid_descriptors_per_image, config.seed, config.extract_batch_size)
+    partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+    save_model(partial, model, metadata={"stage": "initial", "seed": config.seed, **record})
+    move(partial, path)
+    return path
 
 
-def _scaling(config: TrainConfig):
-    import ray
+def uses_gpu(config: TrainConfig, cluster_resources: dict) -> bool:
+    """Whether the run's workers take a GPU each: `use_gpu`, or by default when the cluster has GPUs."""
+    return config.use_gpu if config.use_gpu is not None else cluster_resources.get("GPU", 0) >= 1
+
+
+def scaling_config(config: TrainConfig, cluster_resources: dict):
+    """Ray Train's ScalingConfig: `num_workers` workers of `cpus_per_worker` CPUs and one GPU each when
+    `uses_gpu`."""
     from ray.train import ScalingConfig
 
-    use_gpu = config.use_gpu
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    use_gpu = uses_gpu(config, cluster_resources)
     return ScalingConfig(num_workers=config.num_workers, use_gpu=use_gpu,
                          resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": 1} if use_gpu else {})})
+
+
+def torch_trainer(config: TrainConfig, initial_path: str, run_config):
+    """The TorchTrainer of a run: `pipelines.train.worker.train_loop_per_worker` on each worker."""
+    import ray
+    from ray.train.torch import TorchTrainer
+
+    from .worker import train_loop_per_worker
+
+    return TorchTrainer(
+        train_loop_per_worker=train_loop_per_worker,
+        train_loop_config={"config": config.model_dump(mode="json"), "initial_model": initial_path},
+        scaling_config=scaling_config(config, ray.cluster_resources()),
+        run_config=run_config,
+    )
 
 
 def fit_with_ray(config: TrainConfig, initial_path: str):
     """Run the TorchTrainer; rerunning the same name/storage_path resumes from its last checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
 
     ray_session.connect()
-    trainer = TorchTrainer(
-        train_loop_per_worker=train_loop_per_worker,
-        train_loop_config={"config": config.model_dump(mode="json"), "initial_model": initial_path},
-        scaling_config=_scaling(config),
-        run_config=RunConfig(
-            name=config.name,
-            storage_path=config.storage_path if "://" in config.storage_path else os.path.abspath(config.storage_path),
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=None),
-        ),
-    )
-    return trainer.fit()
+    run_config = RunConfig(name=config.name, storage_path=absolute(config.storage_path),
+                           failure_config=FailureConfig(max_failures=config.max_failures),
+                           checkpoint_config=CheckpointConfig(num_to_keep=None))
+    return torch_trainer(config, initial_path, run_config).fit()
 
 
 @dataclass
@@ -129,18 +123,18 @@ class TrainResult:
     table: str
 
 
-def _best_checkpoint(result, config: TrainConfig):
-    key = f"val_recall@{config.select_n}"
-    scored = [(m.get(key, -1.0), m.get("epoch", 0), c) for c, m in result.best_checkpoints]
-    if not scored:
-        raise RuntimeError("training reported no checkpoint")
-    return max(scored, key=lambda t: (t[0], -t[1]))
+def best_epoch(history: list[dict], select_n: int) -> int:
+    """The trained epoch (>= 1) with the highest validation Recall@select_n; the earliest of equals."""
+    key = f"val_recall@{select_n}"
+    trained = [h for h in history if h["epoch"] > 0]
+    if not trained:
+        raise RuntimeError("training reported no trained epoch")
+    return max(trained, key=lambda h: (h.get(key, -1.0), -h["epoch"]))["epoch"]
 
 
-def _history(result, best_ckpt) -> list[dict]:
-    with best_ckpt.as_directory() as directory:
-        saved = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-    return saved["history"]
+def _checkpoints_by_epoch(result) -> dict:
+    """{epoch: Ray Checkpoint} of a finished TorchTrainer run."""
+    return {int(metrics.get("epoch", 0)): checkpoint for checkpoint, metrics in result.best_checkpoints}
 
 
 def plot_training_curves(history: list[dict], path: str, select_n: int) -> None:
@@ -166,67 +160,44 @@ def plot_training_curves(history: list[dict], path: str, select_n: int) -> None:
     ax2.legend()
     fig.suptitle(f"training curves (best epoch by validation R@{select_n})")
     fig.tight_layout()
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    with fsspec.open(path, "wb") as f:
-        f.write(buffer.getvalue())
-
-
-def fit_whitening(model: EmbeddingModel, config: TrainConfig, train: PlaceDataset) -> None:
-    """PCA whitening on training database descriptors, to model.whitening_dim (capped by the data's rank)."""
-    if config.model.whitening_dim is None:
-        return
-    rng = np.random.default_rng(config.seed)
-    rows = np.arange(train.num_db)
-    if config.whitening_images and train.num_db > config.whitening_images:
-        rows = np.sort(rng.choice(train.num_db, config.whitening_images, replace=False))
-    model.set_whitening(None)
-    desc = embed_paths(model, [train.db_paths[i] for i in rows], batch_size=config.extract_batch_size)
-    dim = min(config.model.whitening_dim, len(desc) - 1, desc.shape[1])
-    if dim < config.model.whitening_dim:
-        log.warning("whitening: %d dims requested, %d possible from %d images of %d dims; using %d",
-                    config.model.whitening_dim, min(len(desc) - 1, desc.shape[1]), len(desc), desc.shape[1], dim)
-    model.set_whitening(fit_pca_whitening(desc, dim))
-    log.info("PCA whitening %d -> %d dims from %d training database images", desc.shape[1], dim, len(desc))
-
-
-def _absolute(path: str | None) -> str | None:
-    """Local paths made absolute: Ray workers do not share the driver's working directory."""
-    return path if path is None or "://" in path else os.path.abspath(path)
+    write_bytes(path, buffer.getvalue())
 
 
 def run(config: TrainConfig) -> TrainResult:
-    """Train, pick the best epoch, fit whitening, save model.pt; prints the seed-style validation table."""
-    config = config.model_copy(update={key: _absolute(getattr(config, key))
+    """Train, pick the best epoch on validation, fit whitening, save model.pt; prints the validation table."""
+    from sare_core.models.io import save_model
+    from sare_core.training.checkpoint import model_from_checkpoint, read_checkpoint
+    from sare_core.training.fitting import fit_whitening
+
+    config = config.model_copy(update={key: absolute(getattr(config, key))
                                        for key in ("dataset", "eval_dataset", "storage_path", "pid_dir")})
     splits = load_splits(config)
     train = splits[config.train_split]
     directory = run_dir(config)
-    initial_path = f"{directory}/initial_model.pt"
-    if "://" not in directory:
-        os.makedirs(directory, exist_ok=True)
-    initial_model(config, train, initial_path)
+    make_dirs(directory)
+    initial_path = ensure_initial_model(config, train, join(directory, "initial_model.pt"))
     result = fit_with_ray(config, initial_path)
-    score, best_epoch, best_ckpt = _best_checkpoint(result, config)
-    _, _, last_ckpt = max(((0, m.get("epoch", 0), c) for c, m in result.best_checkpoints), key=lambda t: t[1])
-    history = _history(result, last_ckpt)
-    with best_ckpt.as_directory() as ckpt_dir:
-        saved = torch.load(os.path.join(ckpt_dir, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-    model = model_from_payload(saved["model"], source=f"epoch {best_epoch} checkpoint")
-    fit_whitening(model, config, train)
-    model_path = f"{directory}/model.pt"
-    save_model(model_path, model, metadata={"stage": "trained", "best_epoch": best_epoch, "seed": config.seed,
+    checkpoints = _checkpoints_by_epoch(result)
+    with checkpoints[max(checkpoints)].as_directory() as last:
+        history = read_checkpoint(last)["history"]
+    chosen = best_epoch(history, config.select_n)
+    with checkpoints[chosen].as_directory() as best_dir:
+        model = model_from_checkpoint(best_dir)
+    fit_whitening(model, train.db_paths, config.model.whitening_dim, config.whitening_images, config.seed,
+                  config.extract_batch_size)
+    model_path = join(directory, "model.pt")
+    save_model(model_path, model, metadata={"stage": "trained", "best_epoch": chosen, "seed": config.seed,
                                             "config": config.model_dump(mode="json")})
     off = next(h for h in history if h["epoch"] == 0)
-    best = next(h for h in history if h["epoch"] == best_epoch)
+    best = next(h for h in history if h["epoch"] == chosen)
     rows = {"off-the-shelf": {n: off[f"val_recall@{n}"] for n in config.val_ns},
-            f"epoch {best_epoch}": {n: best[f"val_recall@{n}"] for n in config.val_ns}}
+            f"epoch {chosen}": {n: best[f"val_recall@{n}"] for n in config.val_ns}}
     table = format_recall_table(rows, config.val_ns)
-    print(f"validation ({config.val_split}), best epoch {best_epoch} by R@{config.select_n}:\n{table}")
-    with fsspec.open(f"{directory}/history.json", "w") as f:
-        json.dump({"best_epoch": best_epoch, "history": history, "config": config.model_dump(mode="json")}, f, indent=2)
-    plot_training_curves(history, f"{directory}/training_curves.png", config.select_n)
-    return TrainResult(directory, model_path, initial_path, best_epoch, history, table)
+    print(f"validation ({config.val_split}), best epoch {chosen} by R@{config.select_n}:\n{table}")
+    write_text(join(directory, "history.json"), json.dumps(
+        {"best_epoch": chosen, "history": history, "config": config.model_dump(mode="json")}, indent=2))
+    plot_training_curves(history, join(directory, "training_curves.png"), config.select_n)
+    return TrainResult(directory, model_path, initial_path, chosen, history, table)

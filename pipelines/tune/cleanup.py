@@ -23,7 +23,9 @@ returns or raises (`release_all`, which also waits, bounded, until the actors th
 and the CPUs/GPUs are free again, and warns naming what is still held).
 
 The tables come from Ray's GCS accessor (`ray._private.state`, since the public State API needs the
-dashboard); should that fail, a warning says so and nothing is released.
+dashboard). That is private API: `private_api_problems` checks the Ray version and every table field read
+against what this module was tested with (pyproject.toml bounds Ray to those releases, and a test fails
+on any change); should the check or the read fail, a warning says so and nothing is released.
 """
 
 from __future__ import annotations
@@ -95,8 +97,48 @@ def _nil(binary_id: bytes) -> bool:
     return not binary_id or all(b == 0xFF for b in binary_id)
 
 
+# Ray's private GCS accessor and table fields this module reads, and the Ray releases it was tested with
+# (pyproject.toml bounds Ray to them). tests/pipelines/tune/test_cleanup.py fails when any of them changes.
+TESTED_RAY_MINOR_VERSIONS = ((2, 60),)
+ACTOR_FIELDS = ("actor_id", "job_id", "class_name", "name", "is_detached", "state", "address", "owner_address", "pid")
+GROUP_FIELDS = ("placement_group_id", "creator_job_id", "creator_job_dead", "creator_actor_id",
+                "creator_actor_dead", "bundles", "state", "is_detached")
+
+
+class RayInternalsChanged(RuntimeError):
+    """The installed Ray is not one whose private GCS tables this module was written against."""
+
+
+def private_api_problems() -> list[str]:
+    """What differs, in the installed Ray, from the private API `_read_tables` relies on ([] when nothing)."""
+    problems = []
+    version = tuple(int(part) for part in ray.__version__.split(".")[:2])
+    if version not in TESTED_RAY_MINOR_VERSIONS:
+        tested = ", ".join(f"{a}.{b}" for a, b in TESTED_RAY_MINOR_VERSIONS)
+        problems.append(f"Ray {ray.__version__} is not a tested release ({tested})")
+    try:
+        from ray._private import state
+        from ray.core.generated import gcs_pb2
+    except ImportError as exc:
+        return problems + [f"cannot import Ray's GCS state module or its protobufs ({exc})"]
+    if not hasattr(state, "state") or not hasattr(state.state, "_connect_and_get_accessor"):
+        problems.append("ray._private.state.state._connect_and_get_accessor is gone")
+    for message, fields in ((gcs_pb2.ActorTableData, ACTOR_FIELDS), (gcs_pb2.PlacementGroupTableData, GROUP_FIELDS)):
+        missing = [f for f in fields if f not in message.DESCRIPTOR.fields_by_name]
+        if missing:
+            problems.append(f"{message.__name__} lacks the fields {missing}")
+    for enum, value in ((gcs_pb2.ActorTableData, "DEAD"), (gcs_pb2.PlacementGroupTableData, "REMOVED")):
+        if not hasattr(enum, value):
+            problems.append(f"{enum.__name__}.{value} is gone")
+    return problems
+
+
 def _read_tables() -> _Tables:
-    """Every actor and placement group as the GCS records them (dead and removed ones included)."""
+    """Every actor and placement group as the GCS records them (dead and removed ones included);
+    RayInternalsChanged when the installed Ray is not one this reader was tested with."""
+    problems = private_api_problems()
+    if problems:
+        raise RayInternalsChanged("; ".join(problems))
     from ray._private import state
     from ray.core.generated import gcs_pb2
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config_io import load_config
-from .tune import SweepConfig, SweepInterrupted, run
-
 EXIT_INTERRUPTED = 130
 
 
 def _tune_cmd(args: argparse.Namespace) -> int:
+    from sare_core.config_io import load_config
+
+    from .config import SweepConfig
+    from .sweep import SweepInterrupted, run
+
     config = load_config(SweepConfig, args.config, args.set)
     try:
         result = run(config)

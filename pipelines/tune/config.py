@@ -11,12 +11,12 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .config_io import _describe
-from .train_config import TrainConfig
-from .tune_files import absolute
+from sare_core.config_io import describe as _describe
+from sare_core.config_io import merge, read_yaml_mapping, set_path
+from sare_core.paths import absolute
+from sare_core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,12 @@ class SweepConfig(BaseModel):
     resume_errored: bool = Field(False, description="on resume, rerun trials that failed (else keep them)")
     ray_address: str | None = Field(None, description="Ray cluster to join (default: RAY_ADDRESS or local)")
 
+    @field_validator("base_config")
+    @classmethod
+    def _absolute_base_config(cls, value: str | None) -> str | None:
+        """Made absolute where the sweep is configured: trials run in Tune's own working folders."""
+        return absolute(value)
+
     @field_validator("search_space")
     @classmethod
     def _keys(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
@@ -173,11 +179,14 @@ class SweepConfig(BaseModel):
         if self.base_config:
             if not Path(self.base_config).is_file():
                 raise FileNotFoundError(f"base_config: no such file: {self.base_config}")
-            loaded = yaml.safe_load(Path(self.base_config).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"base_config {self.base_config}: the top level must be a mapping")
-            data = loaded
-        return _merge(data, self.train)
+            data = read_yaml_mapping(self.base_config)
+        return merge(data, self.train)
+
+    def for_trials(self) -> SweepConfig:
+        """This sweep as its trials read it: `base_config` folded into `train`, local paths absolute (trials
+        run in Tune's working folders, not where the sweep was started)."""
+        return self.model_copy(update={"base_config": None, "train": absolute_paths(self.base_train_dict()),
+                                       "storage_path": absolute(self.storage_path)})
 
     def train_dict(self, params: dict) -> dict:
         """The training config dict of a trial with `params` (decoded values), paths as the user gave them."""
@@ -270,29 +279,6 @@ class SweepConfig(BaseModel):
             k: data[k]
             for k in ("name", "base_config", "train", "search_space", "metric", "mode", "search", "scheduler")
         }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def set_path(data: dict, dotted: str, value: Any) -> None:
-    """data[a][b][c] = value for 'a.b.c' (a mapping value replaces the section)."""
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"{dotted}: {key} is not a section")
-        node[key] = child = dict(child)
-        node = child
-    node[keys[-1]] = value
 
 
 def absolute_paths(data: dict) -> dict:

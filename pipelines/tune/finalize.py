@@ -5,17 +5,14 @@ them); a trial whose summary already names the same epoch and checkpoint is not 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
 
-import fsspec
-import numpy as np
+from sare_core.paths import exists, is_remote, make_dirs, read_text, write_text
+from sare_core.training.config import TrainConfig
 
-from .train_config import TrainConfig
-from .tune_config import SweepConfig
-from .tune_files import exists, is_remote, make_dirs, read_text, write_text
+from .config import SweepConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,106 +25,53 @@ def _checkpoint_uri(path: str, trial_dir: str) -> str:
 
 
 def finalize_trial(train_dict: dict, checkpoint: str, trial_dir: str, epoch: int) -> dict:
-    """The trial's best epoch made final: PCA whitening fitted on training images, model.pt, and a
-    descriptor store per evaluation split (val, and test when configured), each scored like `sare eval`.
+    """The trial's best epoch made final: PCA whitening fitted on training images (`fit_whitening`),
+    model.pt, and a descriptor store per evaluation split (val, and test when configured), each scored
+    by `score_stores` as `sare eval` scores it.
 
     Runs anywhere (a Ray task on a GPU node when the cluster has GPUs); idempotent: rewrites everything.
     """
     import torch
 
-    from sare_core.models import model_hash, save_model
-    from sare_core.models.inference import embed_paths
-    from sare_core.models.io import model_from_payload
-    from sare_core.store import StoreMetadata, commit
-    from sare_core.whitening import fit_pca_whitening
+    from sare_core.data.image_rows import dataset_root
+    from sare_core.evaluation.store_search import score_stores
+    from sare_core.models.io import model_hash, save_model
+    from sare_core.training.checkpoint import model_from_checkpoint
+    from sare_core.training.collective import LocalCollective
+    from sare_core.training.fitting import fit_whitening
+    from sare_core.training.validation import split_image_rows, store_metadata, write_split_store
 
-    from .extract_rows import dataset_root, default_dataset_name
-    from .train import load_splits
-    from .train_worker import CHECKPOINT_FILE, clear_store, score_store, split_rows, write_store_share
+    from ..train.driver import load_splits
 
     started = time.perf_counter()
     train = TrainConfig(**train_dict)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with fsspec.open(f"{checkpoint.rstrip('/')}/{CHECKPOINT_FILE}", "rb") as f:
-        saved = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
-    model = model_from_payload(saved["model"], source=f"{checkpoint} (epoch {epoch})").to(device)
+    model = model_from_checkpoint(checkpoint).to(device)
     splits = load_splits(train)
-    if train.model.whitening_dim is not None:
-        data = splits[train.train_split]
-        rows = np.arange(data.num_db)
-        if train.whitening_images and data.num_db > train.whitening_images:
-            rows = np.sort(
-                np.random.default_rng(train.seed).choice(data.num_db, train.whitening_images, replace=False)
-            )
-        model.set_whitening(None)
-        desc = embed_paths(
-            model, [data.db_paths[i] for i in rows], batch_size=train.extract_batch_size, device=device
-        )
-        dim = min(train.model.whitening_dim, len(desc) - 1, desc.shape[1])
-        model.set_whitening(fit_pca_whitening(desc, dim).to(device))
+    fit_whitening(model, splits[train.train_split].db_paths, train.model.whitening_dim, train.whitening_images,
+                  train.seed, train.extract_batch_size, device)
     final = f"{trial_dir}/final"
     make_dirs(final)
     model_path = f"{final}/model.pt"
-    save_model(
-        model_path,
-        model.cpu(),
-        metadata={
-            "stage": "sweep-final",
-            "epoch": epoch,
-            "seed": train.seed,
-            "config": train.model_dump(mode="json"),
-        },
-    )
+    save_model(model_path, model.cpu(), metadata={"stage": "sweep-final", "epoch": epoch, "seed": train.seed,
+                                                  "config": train.model_dump(mode="json")})
     model.to(device)
-    digest = model_hash(model)
-    summary = {
-        "epoch": epoch,
-        "checkpoint": checkpoint,
-        "model": model_path,
-        "model_hash": digest,
-        "descriptor_dim": model.descriptor_dim,
-        "stores": {},
-        "recalls": {},
-    }
+    summary = {"epoch": epoch, "checkpoint": checkpoint, "model": model_path, "model_hash": model_hash(model),
+               "descriptor_dim": model.descriptor_dim, "stores": {}, "recalls": {}}
     for split in [train.val_split] + ([train.test_split] if train.test_split else []):
         source = train.eval_dataset if train.eval_dataset and split != train.train_split else train.dataset
         data = splits[split]
         uri = f"{final}/{split}"
-        clear_store(uri)
-        metadata = StoreMetadata(
-            dim=model.descriptor_dim,
-            dataset=default_dataset_name(source),
-            model_hash=digest,
-            model_config=model.config.model_dump(mode="json"),
-            provenance={
-                "stage": "sweep-final",
-                "epoch": epoch,
-                "split": split,
-                "pos_dist_thr": float(data.pos_dist_thr),
-                "checkpoint": checkpoint,
-            },
-        )
-        parts = write_store_share(
-            model,
-            split_rows(data, dataset_root(source)),
-            uri,
-            metadata,
-            split,
-            0,
-            1,
-            train.extract_batch_size,
-            device,
-            task_id=f"final-{split}",
-        )
-        commit(uri, parts, metadata)
+        metadata = store_metadata(model, source, {"stage": "sweep-final", "epoch": epoch, "split": split,
+                                                  "pos_dist_thr": float(data.pos_dist_thr), "checkpoint": checkpoint})
+        write_split_store(model, split_image_rows(data, dataset_root(source)), uri, metadata, LocalCollective(device),
+                          train.extract_batch_size, f"final-{split}")
         summary["stores"][split] = uri
-        summary["recalls"][split] = {
-            str(n): r for n, r in score_store(uri, split, list(train.val_ns), split).items()
-        }
+        recalls = score_stores(split, uri, ns=list(train.val_ns), split=split).evaluation.recalls
+        summary["recalls"][split] = {str(n): r for n, r in recalls.items()}
     summary["seconds"] = time.perf_counter() - started
     write_text(f"{final}/summary.json", json.dumps(summary, indent=2))
     return summary
-
 
 
 def finalize(config: SweepConfig, trial: dict, use_gpu: bool, cpus: float) -> dict | None:

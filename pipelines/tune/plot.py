@@ -6,9 +6,10 @@ from __future__ import annotations
 import io
 import math
 
-from .tune_config import TRIAL_PREFIX, SweepConfig
-from .tune_files import write_bytes
-from .tune_results import label
+from sare_core.paths import write_bytes
+
+from .config import TRIAL_PREFIX, SweepConfig
+from .results import label
 
 STATUS_COLOURS = {"completed": "tab:blue", "stopped early": "tab:orange", "error": "tab:red"}
 

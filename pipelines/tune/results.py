@@ -1,7 +1,7 @@
 """A sweep's results from Tune's ResultGrid: one row per trial (sorted by the metric of its best epoch) and
 one per reported epoch, the Markdown table, the Parquet tables and the best configuration as a training YAML.
 
-Every recall in them was computed from the epoch's validation descriptor store (see pipelines.train_worker)."""
+Every recall in them was computed from the epoch's validation descriptor store (see sare_core.training.validation)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import os
 
 import numpy as np
 
-from .config_io import dump_config
-from .train_config import TrainConfig
-from .tune_config import SweepConfig
-from .tune_files import write_bytes, write_text
+from sare_core.config_io import dump_config
+from sare_core.paths import write_bytes, write_text
+from sare_core.training.config import TrainConfig
+
+from .config import SweepConfig
 
 
 def plain(value):

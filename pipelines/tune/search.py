@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .train_config import TrainConfig
-from .tune_config import TRIAL_PREFIX, ParamSpec, SweepConfig, import_optuna
+from sare_core.training.config import TrainConfig
+
+from ..train.driver import uses_gpu
+from .config import TRIAL_PREFIX, ParamSpec, SweepConfig, import_optuna
 
 
 def trial_dirname(trial) -> str:
@@ -67,10 +69,6 @@ def scheduler(config: SweepConfig, base: TrainConfig):
         reduction_factor=s.reduction_factor,
         brackets=s.brackets,
     )
-
-
-def uses_gpu(train: TrainConfig, resources: dict) -> bool:
-    return train.use_gpu if train.use_gpu is not None else resources.get("GPU", 0) >= 1
 
 
 def default_concurrency(config: SweepConfig, train: TrainConfig, resources: dict) -> int:

@@ -1,19 +1,19 @@
 """The sweep stage: Ray Tune drives one Ray Train `TorchTrainer` per trial, ASHA stops weak trials early on
 validation recall, and every reported recall is computed from the Parquet descriptor stores the trial wrote.
 
-    result = run(load_config(SweepConfig, "configs/sweep_tiny.yaml"))
+    result = run(load_config(SweepConfig, "configs/sweep_tiny.yaml"))     # pipelines.tune.sweep.run
 
-Pattern (Ray Train V2): each trial is a plain function trainable (`tune_trial.run_trial`) that builds the
+Pattern (Ray Train V2): each trial is a plain function trainable (`trial.run_trial`) that builds the
 trial's TrainConfig (the sweep's `train` section + the sampled parameters), computes its initial model
 (k-means centroids) and fits a TorchTrainer whose `TuneReportCallback` forwards rank 0's per-epoch reports
 to Tune. The trial function reserves `trial_cpus` (0 by default); the trainer's workers reserve their own
 CPUs / GPUs, and `max_concurrent_trials` (default: what the cluster's GPUs, or CPUs, hold) bounds the
 trials running at once. Whatever stopped trials leave on the cluster is released while the sweep runs and
-when it ends (`tune_cleanup`), so the Ray instance is as free afterwards as it was before.
+when it ends (`cleanup`), so the Ray instance is as free afterwards as it was before.
 
-The modules: tune_config (SweepConfig, the search space), tune_search (Tune's param space, search
-algorithm, ASHA, concurrency), tune_trial (the trial function), tune_cleanup (releasing Ray resources),
-tune_finalize (best trials: whitening, val/test stores), tune_results (tables, best YAML), tune_plot.
+The modules of pipelines.tune: config (SweepConfig, the search space), search (Tune's param space, search
+algorithm, ASHA, concurrency), trial (the trial function), cleanup (releasing Ray resources), finalize
+(best trials: whitening, val/test stores), results (tables, best YAML), plot, sweep (this: run), cli.
 
 Layout under `{storage_path}/{name}/` (local or s3://):
 
@@ -43,62 +43,17 @@ from dataclasses import dataclass
 
 import yaml
 
-from . import ray_session
-from .train_config import TrainConfig
-from .tune_config import (
-    MAX_CHECKED_COMBINATIONS,
-    OPTUNA_EXTRA,
-    PER_TRIAL_FIELDS,
-    SPEC_KINDS,
-    TRIAL_PREFIX,
-    WEIGHT_KEYWORDS,
-    ParamSpec,
-    SchedulerConfig,
-    SearchConfig,
-    SweepConfig,
-    set_path,
-)
-from .tune_files import absolute, read_text, write_text
-from .tune_finalize import finalize_best, finalize_trial
-from .tune_plot import plot_sweep
-from .tune_results import collect, export_best, markdown_table, write_parquet
-from .tune_search import (
-    default_concurrency,
-    param_space,
-    scheduler,
-    search_algorithm,
-    trial_dirname,
-    uses_gpu,
-)
-from .tune_trial import run_trial
+from sare_core.paths import read_text, write_text
+from sare_core.training.config import TrainConfig
 
-__all__ = [
-    "MAX_CHECKED_COMBINATIONS",
-    "OPTUNA_EXTRA",
-    "PER_TRIAL_FIELDS",
-    "SPEC_KINDS",
-    "TRIAL_PREFIX",
-    "WEIGHT_KEYWORDS",
-    "ParamSpec",
-    "SchedulerConfig",
-    "SearchConfig",
-    "SweepConfig",
-    "SweepInterrupted",
-    "SweepResult",
-    "collect",
-    "default_concurrency",
-    "export_best",
-    "finalize_trial",
-    "markdown_table",
-    "param_space",
-    "plot_sweep",
-    "run",
-    "run_trial",
-    "scheduler",
-    "search_algorithm",
-    "set_path",
-    "trial_dirname",
-]
+from .. import ray_session
+from ..train.driver import uses_gpu
+from .config import SweepConfig
+from .finalize import finalize_best
+from .plot import plot_sweep
+from .results import collect, export_best, markdown_table, write_parquet
+from .search import default_concurrency, param_space, scheduler, search_algorithm, trial_dirname
+from .trial import run_trial
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +92,10 @@ def _tuner(config: SweepConfig, base: TrainConfig, concurrency: int):
     """A new Tuner, or the saved one of the same sweep (resume)."""
     from ray import tune
 
-    from .tune_cleanup import ReleaseCallback
+    from .cleanup import ReleaseCallback
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, sweep=config.model_dump(mode="json")),
+        tune.with_parameters(run_trial, sweep=config.for_trials().model_dump(mode="json")),
         {"cpu": config.trial_cpus, "memory": int(config.trial_memory_mb * 2**20)},
     )
     directory = config.sweep_dir
@@ -160,7 +115,7 @@ def _tuner(config: SweepConfig, base: TrainConfig, concurrency: int):
         ),
         run_config=tune.RunConfig(
             name=config.name,
-            storage_path=absolute(config.storage_path),
+            storage_path=config.for_trials().storage_path,
             failure_config=tune.FailureConfig(max_failures=0),
             callbacks=[ReleaseCallback(config.name)],
         ),
@@ -178,7 +133,7 @@ def _unfinished_trials(directory: str) -> int:
 def _fit(config: SweepConfig, base: TrainConfig, concurrency: int):
     """Tune's ResultGrid; whatever the sweep started on the Ray cluster is released when it returns or
     raises (bounded wait, a warning names what is still held)."""
-    from .tune_cleanup import SweepReleaser
+    from .cleanup import SweepReleaser
 
     releaser = SweepReleaser(config.name)
     try:
@@ -195,8 +150,8 @@ def _evaluate_best(config: SweepConfig, base: TrainConfig, best: dict) -> None:
     test_store = best.get(f"final_store:{base.test_split}") if base.test_split else None
     if not test_store:
         return
-    from .evaluate import EvalConfig, ModelStores
-    from .evaluate import run as evaluate
+    from ..evaluate.stores import EvalConfig, ModelStores
+    from ..evaluate.stores import run as evaluate
 
     evaluate(
         EvalConfig(

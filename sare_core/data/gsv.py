@@ -15,9 +15,9 @@ import os
 import numpy as np
 
 from .image_check import list_images
+from .names import SPLITS
 from .place_dataset import PlaceDataset
 
-SPLITS = ("train", "val", "test")
 _DB_DIR = "database"
 _Q_DIR = "queries"
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from ..paths import is_remote
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -75,7 +77,7 @@ class ImageCheckReport:
 def _check_one(path: str, decode: bool) -> tuple[str, str] | None:
     """None when fine, else ("missing" | "unreadable", reason)."""
     source: str | io.BytesIO = path
-    if "://" in path:
+    if is_remote(path):
         import fsspec  # remote images (s3://...): read through fsspec, then the same checks
 
         try:

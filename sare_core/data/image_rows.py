@@ -25,9 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sare_core.data import PlaceDataset, load_dbstruct, open_splits
+from ..paths import is_remote
+from .dbstruct import load_dbstruct
+from .place_dataset import PlaceDataset
+from .sources import open_splits
 
-ROLES = ("database", "query")
 ID_SEPARATOR = "::"
 
 ROW_SCHEMA = pa.schema([
@@ -41,15 +43,11 @@ ROW_SCHEMA = pa.schema([
 ])
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def dataset_root(path: str) -> str:
     """The folder that a dataset's relative image paths (and ids) are relative to: the folder holding a
     manifest or .mat file, or the dataset folder itself."""
     path = os.fspath(path)
-    if is_uri(path):
+    if is_remote(path):
         return posixpath.dirname(path.rstrip("/")) if posixpath.splitext(path)[1] else path.rstrip("/")
     path = os.path.abspath(path)
     return path if os.path.isdir(path) else os.path.dirname(path)
@@ -59,7 +57,7 @@ def default_dataset_name(path: str) -> str:
     """'<folder>/<file>' for a dataset file (e.g. 'city_tiny/manifest.parquet'), the folder name for a
     folder: recorded in the store's metadata, which must match when a run resumes."""
     path = os.fspath(path).rstrip("/")
-    if not is_uri(path):
+    if not is_remote(path):
         path = os.path.abspath(path)
         if os.path.isdir(path):
             return os.path.basename(path)
@@ -89,7 +87,7 @@ def open_dataset(path: str, images_root: str | None = None, query_root: str | No
 
 def relative_id(path: str, root: str) -> str:
     """`path` relative to `root` with '/' separators when it lies under it, else the path (or URI) itself."""
-    if is_uri(path) or is_uri(root):
+    if is_remote(path) or is_remote(root):
         prefix = root.rstrip("/") + "/"
         return path[len(prefix):] if path.startswith(prefix) else path
     path = os.path.normpath(os.path.abspath(path))

@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from ..paths import is_remote
+from .names import ROLES, SPLITS
 from .place_dataset import PlaceDataset
 from .tables import (
     column_floats,
@@ -44,8 +46,6 @@ from .tables import (
 
 log = logging.getLogger(__name__)
 
-ROLES = ("database", "query")
-SPLITS = ("train", "val", "test")
 DEFAULT_POS_DIST_THR = 25.0
 DEFAULT_NONTRIV_POS_DIST_SQ_THR = 100.0
 META_KEY = b"sare_manifest"
@@ -61,10 +61,6 @@ def manifest_format(path: str) -> str:
     raise ValueError(f"{path}: a manifest must end in .csv or .parquet")
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def _remote(path: str):
     """(fsspec file system, path inside it) for a URI such as s3://bucket/key."""
     import fsspec
@@ -73,12 +69,12 @@ def _remote(path: str):
 
 
 def _base_dir(path: str) -> str:
-    return posixpath.dirname(path) if _is_uri(path) else os.path.dirname(os.path.abspath(path))
+    return posixpath.dirname(path) if is_remote(path) else os.path.dirname(os.path.abspath(path))
 
 
 def _relative(image: str, base: str) -> str:
     """Image path relative to `base` when it lies under it, else absolute (or the URI as given)."""
-    if _is_uri(image) or _is_uri(base):
+    if is_remote(image) or is_remote(base):
         prefix = base.rstrip("/") + "/"
         return image[len(prefix):] if image.startswith(prefix) else image
     image = os.path.abspath(image)
@@ -90,9 +86,9 @@ def _relative(image: str, base: str) -> str:
 
 
 def _resolve(stored: str, base: str) -> str:
-    if _is_uri(stored) or os.path.isabs(stored):
+    if is_remote(stored) or os.path.isabs(stored):
         return stored
-    if _is_uri(base):
+    if is_remote(base):
         return posixpath.join(base, stored)
     return os.path.normpath(os.path.join(base, stored))
 
@@ -180,7 +176,7 @@ def write_manifest(path: str, datasets: PlaceDataset | Sequence[PlaceDataset]) -
                             "nontriv_pos_dist_sq_thr=%g (pass them when reading, or write Parquet)",
                             path, d.split, d.pos_dist_thr, d.nontriv_pos_dist_sq_thr)
     write = pq.write_table if fmt == "parquet" else pacsv.write_csv
-    if _is_uri(path):
+    if is_remote(path):
         fs, inner = _remote(path)
         with fs.open(inner, "wb") as out:
             write(table, out)
@@ -195,7 +191,7 @@ def _read_table(path: str) -> tuple[pa.Table, dict]:
     """The raw table (CSV columns as strings) and the per-split metadata ({} for CSV)."""
     fmt = manifest_format(path)
     data = None
-    if _is_uri(path):
+    if is_remote(path):
         fs, inner = _remote(path)
         if not fs.isfile(inner):
             raise FileNotFoundError(f"{path}: manifest not found")

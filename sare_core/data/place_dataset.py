@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..paths import is_remote
 from .ground_truth import positives_same_label, positives_within
 
 
@@ -123,6 +124,6 @@ class PlaceDataset:
     @staticmethod
     def resolve(path: str, root: str | None) -> str:
         """Join a stored path with a root unless it is already absolute or a URI."""
-        if not root or os.path.isabs(path) or "://" in path:
+        if not root or os.path.isabs(path) or is_remote(path):
             return path
         return os.path.join(root, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
+from ..paths import is_remote
 from .aligned import find_traverses, load_aligned_traverses
 from .dbstruct import load_dbstruct
 from .gldv2 import is_gldv2_folder, load_gldv2_retrieval, load_gldv2_train
@@ -28,7 +29,7 @@ def detect_format(path: str) -> str:
         return "manifest"
     if lower.endswith(".mat"):
         return "dbstruct"
-    if "://" not in path and not os.path.exists(path):
+    if not is_remote(path) and not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
     if os.path.isdir(path):
         if is_gldv2_folder(path):

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 import fsspec
 import numpy as np
 
+from ..paths import is_remote
+
 
 def format_recall_table(rows: Mapping[str, Mapping[int, float]], ns: Sequence[int] | None = None) -> str:
     """Recall@N in percent, one row per model in the given order; with exactly two models a last row
@@ -135,7 +137,7 @@ td.hit img {{ border-color: #2a2; }} td.miss img {{ border-color: #c22; }} td.qu
 </body></html>
 """
     parent = os.path.dirname(path)
-    if parent and "://" not in path:
+    if parent and not is_remote(path):
         os.makedirs(parent, exist_ok=True)
     with fsspec.open(path, "w") as f:
         f.write(page)

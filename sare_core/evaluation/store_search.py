@@ -4,6 +4,7 @@ fits the memory budget) or streamed batch by batch, so a store larger than memor
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,3 +90,78 @@ def search_store(
         raise ValueError("search mode 'ray' runs in pipelines.evaluate (sare_core does not use Ray)")
     database = read_descriptors(db_store, "database", split, batch_size)
     return knn_search(queries, database, k, mode=mode, num_shards=num_shards)
+
+
+def ground_truth(db: StoreRows, q: StoreRows, radius: float) -> list[np.ndarray]:
+    """Per query, the database rows that count as the same place: within `radius` (the UTM columns' unit)
+    for geographic stores, else the same label."""
+    from ..data import positives_same_label, positives_within
+
+    if db.is_geographic and q.is_geographic:
+        return positives_within(q.utm, db.utm, radius)
+    if (db.labels >= 0).any():
+        return positives_same_label(q.labels, db.labels)
+    raise ValueError("stores carry neither finite UTM coordinates nor labels: no ground truth to evaluate against")
+
+
+@dataclass
+class StoreScore:
+    """What `score_stores` found: the metrics, and the rows, ranking and ground truth behind them."""
+
+    evaluation: object  # sare_core.evaluation.recall.Evaluation
+    db: StoreRows
+    q: StoreRows
+    result: SearchResult
+    positives: list[np.ndarray]
+
+
+def score_stores(name: str, database: str, queries: str | None = None, ns=(1, 5, 10, 20), split: str | None = None,
+                 radius: float | None = None, map_k: int | None = None, search_mode: str = "auto",
+                 memory_budget_bytes: int | None = None, search=None) -> StoreScore:
+    """Exact search of one model's query store against its database store (the same store when one holds
+    both roles) and the metrics: Recall@N, mAP@k (label data: default k = 100), top-1 localisation error
+    (UTM data). The one way stores are scored: `sare eval`, training validation and sweeps all call it.
+
+    radius: positives within this distance in the stores' UTM units (default: the database store's
+    provenance `pos_dist_thr`, else 25). search: optional replacement of the local search,
+    `search(queries (M, D), db_store, k) -> SearchResult` (the Ray-sharded search of `sare eval`).
+    """
+    from ..store import open_store
+    from .recall import evaluate_ranking
+
+    db_store = open_store(database)
+    q_store = open_store(queries or database)
+    if db_store.dim != q_store.dim:
+        raise ValueError(f"{name}: database store has {db_store.dim}-dim descriptors, query store {q_store.dim}")
+    if db_store.metadata.model_hash != q_store.metadata.model_hash:
+        raise ValueError(f"{name}: database and query stores come from different models "
+                         f"({db_store.metadata.model_hash} vs {q_store.metadata.model_hash})")
+    db_rows = read_rows(db_store, "database", split)
+    q_rows = read_rows(q_store, "query", split)
+    if len(db_rows.ids) == 0 or len(q_rows.ids) == 0:
+        raise ValueError(f"{name}: {len(db_rows.ids)} database and {len(q_rows.ids)} query rows"
+                         + (f" in split {split!r}" if split else "") + "; need both")
+    q_desc = read_descriptors(q_store, "query", split)
+    radius = radius or float(db_store.metadata.provenance.get("pos_dist_thr", 25.0))
+    positives = ground_truth(db_rows, q_rows, radius)
+    label_data = not (db_rows.is_geographic and q_rows.is_geographic)
+    map_k = map_k or (100 if label_data else None)
+    k = max(max(ns), map_k or 0, 5)
+    started = time.perf_counter()
+    if search is not None:
+        result = search(q_desc, db_store, k)
+    else:
+        result = search_store(q_desc, db_store, k, mode=search_mode, split=split,
+                              memory_budget_bytes=memory_budget_bytes)
+    seconds = time.perf_counter() - started
+    evaluation = evaluate_ranking(
+        result.indices, positives, len(db_rows.ids), ns,
+        q_utm=None if label_data else q_rows.utm, db_utm=None if label_data else db_rows.utm,
+        map_k=map_k, search_mode=result.mode,
+    )
+    evaluation.extra = {"search_seconds": seconds, "radius_m": None if label_data else radius,
+                        "database_store": db_store.uri, "query_store": q_store.uri,
+                        "model_hash": db_store.metadata.model_hash}
+    log.info("%s: %d queries x %d database in %.2f s (%s)", name, len(q_rows.ids), len(db_rows.ids), seconds,
+             result.mode)
+    return StoreScore(evaluation, db_rows, q_rows, result, positives)

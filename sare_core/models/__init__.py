@@ -1,33 +1,36 @@
-"""Models: backbones, NetVLAD / GeM pooling, the embedding model, preprocessing, centroids, save/load."""
+"""Models: backbones, NetVLAD / GeM pooling, the embedding model, preprocessing, centroids, save/load.
 
-from .backbones import BACKBONES, FeatureExtractor, build_backbone
-from .centroids import init_netvlad_centroids, kmeans_centroids, sample_local_descriptors
-from .config import ModelConfig
-from .embedding import EmbeddingModel, build_model
-from .gem import GeM
-from .inference import embed_paths
-from .io import load_model, model_hash, save_model
-from .netvlad import NetVLAD, netvlad_alpha
-from .preprocessing import NORMALIZATION, Preprocessor, load_rgb
+The names below load on first use, so importing a torch-free submodule (`specs`, `config`, `images`) does
+not import torch: extraction's decode tasks and the command line stay light.
+"""
 
-__all__ = [
-    "BACKBONES",
-    "NORMALIZATION",
-    "EmbeddingModel",
-    "FeatureExtractor",
-    "GeM",
-    "ModelConfig",
-    "NetVLAD",
-    "Preprocessor",
-    "build_backbone",
-    "build_model",
-    "embed_paths",
-    "init_netvlad_centroids",
-    "kmeans_centroids",
-    "load_model",
-    "load_rgb",
-    "model_hash",
-    "netvlad_alpha",
-    "sample_local_descriptors",
-    "save_model",
-]
+from __future__ import annotations
+
+from ..lazy import lazy_attributes
+
+_SUBMODULE = {
+    "BACKBONES": "specs",
+    "ModelConfig": "config",
+    "load_rgb": "images",
+    "FeatureExtractor": "backbones",
+    "build_backbone": "backbones",
+    "init_netvlad_centroids": "centroids",
+    "kmeans_centroids": "centroids",
+    "sample_local_descriptors": "centroids",
+    "EmbeddingModel": "embedding",
+    "build_model": "embedding",
+    "GeM": "gem",
+    "embed_paths": "inference",
+    "load_model": "io",
+    "model_hash": "io",
+    "save_model": "io",
+    "NetVLAD": "netvlad",
+    "netvlad_alpha": "netvlad",
+    "NORMALIZATION": "preprocessing",
+    "Preprocessor": "preprocessing",
+}
+
+__all__ = sorted(_SUBMODULE)
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _SUBMODULE)

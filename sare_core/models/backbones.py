@@ -13,13 +13,12 @@ Pretrained weights never come from the network unless asked for by name:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torchvision
 
-BACKBONES = ("vgg16", "resnet18", "resnet50", "efficientnet_lite0", "tiny")
+from .specs import BACKBONES, SPECS
 
 
 class FeatureExtractor(nn.Module):
@@ -49,26 +48,6 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.trainable(self.frozen(x))
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Defaults for one backbone: where it is cut, where training starts, what each cut yields."""
-
-    default_cut: str
-    train_from_by_cut: dict  # cut -> the default first trainable layer
-    cuts: tuple[str, ...]
-
-
-SPECS = {
-    "vgg16": BackboneSpec("conv5_3", {"conv5_3": "conv5_1", "conv4_3": "conv4_1"}, ("conv5_3", "conv4_3")),
-    "resnet18": BackboneSpec("layer4", {"layer3": "layer3", "layer4": "layer4"}, ("layer3", "layer4")),
-    "resnet50": BackboneSpec("layer3", {"layer3": "layer3", "layer4": "layer4"}, ("layer3", "layer4")),
-    "efficientnet_lite0": BackboneSpec(
-        "blocks6", {"blocks4": "blocks3", "blocks5": "blocks4", "blocks6": "blocks5"}, ("blocks4", "blocks5", "blocks6")
-    ),
-    "tiny": BackboneSpec("conv4", {"conv4": "conv1"}, ("conv4",)),
-}
 
 
 def _split(layers: list[tuple[str, nn.Module]], cut: str, train_from: str, backbone: str):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .backbones import SPECS
+from .specs import SPECS
 
 
 class ModelConfig(BaseModel):
@@ -40,3 +40,21 @@ class ModelConfig(BaseModel):
         if self.image_size is not None and min(self.image_size) < 16:
             raise ValueError(f"image_size={self.image_size} is too small (at least 16 pixels a side)")
         return self
+
+
+def read_model_config(path: str, overrides: dict | None = None) -> ModelConfig:
+    """The ModelConfig of a YAML file: a ModelConfig mapping, or a run config's `model:` section, with
+    `overrides` on top. ValueError naming the file for invalid YAML, unknown fields or invalid values."""
+    from pydantic import ValidationError
+
+    from ..config_io import describe, read_yaml_mapping
+
+    section = read_yaml_mapping(path, section="model")
+    unknown = set(section) - set(ModelConfig.model_fields)
+    if unknown:
+        raise ValueError(f"{path}: fields {sorted(unknown)} are not ModelConfig fields (give a ModelConfig "
+                         f"mapping or a run config with a model: section)")
+    try:
+        return ModelConfig(**{**section, **(overrides or {})})
+    except ValidationError as exc:
+        raise ValueError(f"{path}: invalid model config: {describe(exc)}") from None

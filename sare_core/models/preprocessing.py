@@ -1,4 +1,4 @@
-"""Image preprocessing per backbone, in one place: decode, resize, to tensor, normalise.
+"""Image preprocessing per backbone, in one place: decode, resize (`images`), to tensor, normalise.
 
 Images become float32 tensors (3, H, W) normalised with the backbone's training statistics. Resizing
 either forces a fixed (height, width) in pixels, or caps the longer side at `max_side` pixels keeping the
@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .images import load_rgb, resized_uint8, target_size
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
@@ -25,23 +27,6 @@ NORMALIZATION = {
     "efficientnet_lite0": (HALF, HALF),  # TensorFlow-trained: inputs in [-1, 1]
     "tiny": (HALF, HALF),
 }
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Decode an image file as RGB (fully decoded, so a truncated file fails here, not later)."""
-    with Image.open(path) as img:
-        img.load()
-        return img.convert("RGB")
-
-
-def target_size(width: int, height: int, image_size: tuple[int, int] | None, max_side: int | None) -> tuple[int, int]:
-    """(width, height) in pixels after resizing; images are only ever shrunk by `max_side`."""
-    if image_size is not None:
-        return int(image_size[1]), int(image_size[0])
-    if max_side is not None and max(width, height) > max_side:
-        scale = max_side / max(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
-    return width, height
 
 
 @dataclass(frozen=True)
@@ -75,8 +60,8 @@ class Preprocessor:
         return img if size == img.size else img.resize(size, Image.BILINEAR)
 
     def to_uint8(self, img: Image.Image) -> np.ndarray:
-        """Resized RGB pixels as (H, W, 3) uint8: the compact form to move between processes."""
-        return np.array(self.resize(img.convert("RGB")), dtype=np.uint8)  # a writable copy
+        """Resized RGB pixels as (H, W, 3) uint8 (`images.resized_uint8`)."""
+        return resized_uint8(img, self.image_size, self.max_side)
 
     def normalize_uint8(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) or (H, W, 3) uint8 -> (B, 3, H, W) or (3, H, W) normalised float32 (on pixels' device)."""

@@ -17,7 +17,7 @@ numpy <-> Arrow), manifest (the committed state), parts (Parquet part files), wr
 write_store), commit (commit, commit_update, uncommitted parts), reader (DescriptorStore), errors.
 """
 
-from .commit import commit, commit_update, delete_uncommitted_files, find_uncommitted_parts
+from .commit import clear_store, commit, commit_update, delete_uncommitted_files, find_uncommitted_parts
 from .errors import (
     DuplicateIdsError,
     IncompatiblePartError,
@@ -56,6 +56,7 @@ __all__ = [
     "StoreMetadata",
     "StoreNotCommittedError",
     "StoreVersionConflictError",
+    "clear_store",
     "commit",
     "commit_update",
     "delete_uncommitted_files",

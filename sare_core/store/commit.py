@@ -218,3 +218,16 @@ def delete_uncommitted_files(uri: str | os.PathLike, *, storage_options: dict | 
     for name in doomed:
         location.delete(name)
     return doomed
+
+
+def clear_store(uri: str | os.PathLike, storage_options: dict | None = None) -> list[str]:
+    """Remove whatever is at `uri`: the manifest first (from then on readers find no store, never a mix
+    of an old and a new one), then every other file. Returns the names removed."""
+    location = StoreLocation.from_uri(uri, storage_options)
+    names = sorted(location.list_sizes())
+    if MANIFEST_NAME in names:
+        location.delete(MANIFEST_NAME)
+    for name in names:
+        if name != MANIFEST_NAME:
+            location.delete(name)
+    return names

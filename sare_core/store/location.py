@@ -23,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from ..paths import is_remote
+
 TEMP_SUFFIX = ".tmp"
 ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
@@ -63,7 +65,7 @@ class StoreLocation:
     @classmethod
     def from_uri(cls, uri: str | os.PathLike, storage_options: dict | None = None) -> StoreLocation:
         text = os.fspath(uri)
-        protocol = urlsplit(text).scheme if "://" in text else ""
+        protocol = urlsplit(text).scheme if is_remote(text) else ""
         if protocol in ("", "file", "local"):
             root = os.path.abspath(text.split("://", 1)[1] if protocol else text)
             return cls(uri=root, fs=LocalFileSystem(), root=root, is_local=True)

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sare_core.losses import KERNELS, LOSS_NAMES
-from sare_core.models import ModelConfig
+from ..losses import KERNELS, LOSS_NAMES
+from ..models.config import ModelConfig
 
 
 class LossConfig(BaseModel):
@@ -15,11 +15,15 @@ class LossConfig(BaseModel):
     name: Literal[LOSS_NAMES] = "sare_joint"  # type: ignore[valid-type]
     kernel: Literal[KERNELS] = "gaussian"  # type: ignore[valid-type]
     margin: float | None = Field(None, gt=0, description="triplet (default 0.1) / contrastive (default 0.7)")
+    temperature: float | None = Field(None, gt=0, allow_inf_nan=False, description="SARE only: the kernel "
+                                      "sees d^2 / temperature (default 1, the paper's loss)")
 
     @model_validator(mode="after")
-    def _margin_only_where_used(self) -> LossConfig:
+    def _parameters_only_where_used(self) -> LossConfig:
         if self.margin is not None and self.name.startswith("sare"):
             raise ValueError(f"margin is not used by {self.name}")
+        if self.temperature is not None and not self.name.startswith("sare"):
+            raise ValueError(f"temperature is not used by {self.name}")
         return self
 
 
@@ -65,7 +69,7 @@ class TrainConfig(BaseModel):
     val_store_dir: str | None = Field(
         None, description="folder (local or s3://) for each epoch's validation descriptors as a Parquet "
         "store, epoch_{NNN} (000 = off-the-shelf); the reported validation recall is then computed from "
-        "that store by pipelines.evaluate.evaluate_model, exactly as `sare eval` scores it")
+        "that store by sare_core.evaluation.store_search.score_stores, exactly as `sare eval` scores it")
     centroid_images: int = Field(500, ge=1, description="training images sampled for NetVLAD k-means")
     centroid_descriptors_per_image: int = Field(100, ge=1)
     whitening_images: int | None = Field(None, ge=2, description="training database images for PCA (None: all)")

@@ -107,13 +107,15 @@ def entrypoint_config(tokens: list[str], monkeypatch):
     """The typed config `sare ...` builds from these arguments (the real parser and loaders; the stage's
     `run` is replaced, so nothing runs). Relative config paths resolve from the repository root, as in
     the image (/home/ray/sare is the job's working directory)."""
-    import pipelines.eval_cmd
-    import pipelines.extract
-    import pipelines.train_cmd
-    import pipelines.tune_cmd
+    import pipelines.evaluate.manifest
+    import pipelines.evaluate.stores
+    import pipelines.extract.pipeline
+    import pipelines.train.driver
+    import pipelines.tune.sweep
     from pipelines.cli import build_parser
 
-    for module in (pipelines.eval_cmd, pipelines.extract, pipelines.train_cmd, pipelines.tune_cmd):
+    for module in (pipelines.evaluate.stores, pipelines.evaluate.manifest, pipelines.extract.pipeline,
+                   pipelines.train.driver, pipelines.tune.sweep):
         monkeypatch.setattr(module, "run", _capture)
     monkeypatch.chdir(REPO)
     args = build_parser().parse_args(tokens[1:])

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from pipelines.cli import main
-from pipelines.config_io import apply_overrides, dump_config, load_config
+from sare_core.config_io import apply_overrides, dump_config, load_config
 from sare_core.models import ModelConfig
 
 

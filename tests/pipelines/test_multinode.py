@@ -21,13 +21,14 @@ import time
 import numpy as np
 import pytest
 
-from pipelines.extract import ExtractConfig, load_extraction_model
-from pipelines.extract import run as run_extract
-from pipelines.extract_rows import dataset_root, image_rows, open_dataset
-from pipelines.train import run as run_train
-from pipelines.train_config import TrainConfig
+from pipelines.extract.config import ExtractConfig
+from pipelines.extract.pipeline import run as run_extract
+from pipelines.model.specs import load_model_spec
+from pipelines.train.driver import run as run_train
+from sare_core.data.image_rows import dataset_root, image_rows, open_dataset
 from sare_core.models.inference import embed_paths
 from sare_core.store import open_store
+from sare_core.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +137,7 @@ def test_extraction_spreads_over_two_nodes_and_matches_a_plain_loop(two_nodes, t
     calls = two_nodes.actor_task_nodes(set(actors))
     assert set(calls) == {two_nodes.node_a, two_nodes.node_b}, f"model calls per node: {calls}"
 
-    model = load_extraction_model(str(model_yaml))
+    model = load_model_spec(str(model_yaml))
     rows = image_rows(open_dataset(manifest), dataset_root(manifest))
     expected = embed_paths(model, rows.column("path").to_pylist(), batch_size=64)
     batch = open_store(out).read()

@@ -40,13 +40,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from .dbstruct import save_dbstruct
-from .place_dataset import PlaceDataset
-from .synth_city import SPLIT_ORIGINS_UTM, build_layout
-from .synth_effects import develop, draw_occluders
-from .synth_presets import PRESETS, SPLITS, CityPreset, get_preset
-from .synth_render import render
-from .synth_views import (
+from ..dbstruct import save_dbstruct
+from ..place_dataset import PlaceDataset
+from .effects import develop, draw_occluders
+from .layout import SPLIT_ORIGINS_UTM, build_layout
+from .presets import PRESETS, SPLITS, CityPreset, get_preset
+from .render import render
+from .views import (
     DAY,
     DUSK,
     NIGHT,
@@ -217,8 +217,8 @@ def generate_city(out_dir: str, preset: str = "small", seed: int = 0, workers: i
     _run_chunks(out_dir, config, int(seed), workers)
 
     # Imported here: these pull in pyarrow, which the image workers never need.
-    from ..store.metadata import detect_git_revision
-    from .manifest import write_manifest
+    from ...store.metadata import detect_git_revision
+    from ..manifest import write_manifest
 
     mats, absolute = {}, []
     for split in SPLITS:

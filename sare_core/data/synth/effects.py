@@ -3,14 +3,14 @@
 Occluders (cars, pedestrians, trees) are drawn into the linear-light image with anti-aliased boxes and
 ellipses, lit like the scene; cars light up at night. The camera then applies exposure, white balance,
 saturation, gamma and sensor noise and quantises to 8 bits. Blur and JPEG compression happen when the
-image is written (see `synth.py`).
+image is written (see `city.py`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .synth_views import CAR, PERSON, TREE, Views
+from .views import CAR, PERSON, TREE, Views
 
 F32 = np.float32
 _GLASS = np.array([0.08, 0.1, 0.13], F32)

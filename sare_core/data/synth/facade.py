@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synth_city import GLASS_CURTAIN, MATERIALS, Buildings, StylePalette
-from .synth_texture import band, hash_unit, periodic_band, value_noise
+from .layout import GLASS_CURTAIN, MATERIALS, Buildings, StylePalette
+from .texture import band, hash_unit, periodic_band, value_noise
 
 F32 = np.float32
 WARM_LIGHT = np.array([1.0, 0.78, 0.45], dtype=F32)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synth_presets import SPLITS, CityPreset
-from .synth_random import ROLE_CODES, SPLIT_CODES
+from .presets import SPLITS, CityPreset
+from .streams import ROLE_CODES, SPLIT_CODES
 
 SPLIT_ORIGINS_UTM = {"train": (582_000.0, 4_474_000.0), "val": (588_000.0, 4_474_000.0),
                      "test": (594_000.0, 4_474_000.0)}

@@ -15,7 +15,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class CityPreset:
-    """Everything that sizes a synthetic city (appearance constants live in synth_views and synth_render).
+    """Everything that sizes a synthetic city (appearance constants live in views and render).
 
     counts: split -> (database images, query images).
     image_size: (width, height) in pixels.

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synth_city import BACKDROP_DEPTH_M, SIDEWALK_M, STRIP_RUNOUT_M, CityLayout
-from .synth_facade import WARM_LIGHT, shade_facade
-from .synth_street import KERB_INSET_M, LAMP_SPACING_M, street_objects
-from .synth_texture import band, periodic_band, smoothstep, value_noise
-from .synth_views import DAY, DUSK, NIGHT, OVERCAST, Views
+from .facade import WARM_LIGHT, shade_facade
+from .layout import BACKDROP_DEPTH_M, SIDEWALK_M, STRIP_RUNOUT_M, CityLayout
+from .street import KERB_INSET_M, LAMP_SPACING_M, street_objects
+from .texture import band, periodic_band, smoothstep, value_noise
+from .views import DAY, DUSK, NIGHT, OVERCAST, Views
 
 F32 = np.float32
 # Sky colours per time of day: (horizon, zenith), linear RGB.

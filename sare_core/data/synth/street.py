@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synth_texture import band, hash_unit, value_noise
+from .texture import band, hash_unit, value_noise
 
 F32 = np.float32
 KERB_INSET_M = 0.5

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synth_city import SIDEWALK_M, CityLayout
-from .synth_presets import CityPreset
-from .synth_random import ImageStreams
+from .layout import SIDEWALK_M, CityLayout
+from .presets import CityPreset
+from .streams import ImageStreams
 
 DAY, OVERCAST, DUSK, NIGHT = 0, 1, 2, 3
 DB_TIME_PROBS = (0.85, 0.15, 0.0, 0.0)

@@ -4,8 +4,8 @@ its reuse of a city made with the same settings only."""
 import json
 import logging
 
-from pipelines import demo
-from pipelines.demo import DemoConfig
+from pipelines.demo import job as demo
+from pipelines.demo.job import DemoConfig
 from sare_core.models import load_model, model_hash
 from sare_core.store import open_store
 

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from pipelines.cli import main
-from pipelines.eval_manifest import ManifestEvalConfig, parse_model_arg, pretrained_model_config, run
+from pipelines.evaluate.manifest import ManifestEvalConfig, run
+from pipelines.model.specs import parse_model_arg, pretrained_model_config
 from sare_core.data import positives_within
 from sare_core.evaluation import recall_at_n
 from sare_core.models import ModelConfig, build_model, embed_paths, load_model, model_hash, save_model
@@ -146,26 +147,25 @@ def test_errors_name_the_file_field_and_value(nordland_slice, tmp_path, capsys):
     assert not (tmp_path / "never").exists()
 
 
-def test_nested_sections_refuse_fields_set_elsewhere_and_unknown_ones():
+def test_nested_sections_are_typed_and_refuse_fields_set_elsewhere_and_unknown_ones():
     base = {"manifest": "m.csv", "models": ["pretrained:efficientnet_lite0-gem"]}
-    with pytest.raises(ValueError, match=r"\['split'\] are set at the top level"):
-        ManifestEvalConfig(**base, evaluation={"split": "val"})
-    with pytest.raises(ValueError, match="unknown EvalConfig fields"):
-        ManifestEvalConfig(**base, evaluation={"serch_mode": "flat"})
-    with pytest.raises(ValueError, match=r"\['out'\] are set by sare eval --manifest"):
-        ManifestEvalConfig(**base, extract={"out": "x"})
-    with pytest.raises(ValueError, match="unknown ExtractConfig fields"):
-        ManifestEvalConfig(**base, extract={"num_actor": 2})
-    assert ManifestEvalConfig(**base, extract={"num_actors": 2}).extract == {"num_actors": 2}
+    for section, field in (("evaluation", "split"), ("evaluation", "serch_mode"), ("extract", "out"),
+                           ("extract", "num_actor")):
+        with pytest.raises(ValueError, match=rf"{section}\.{field}\s+Extra inputs are not permitted"):
+            ManifestEvalConfig(**base, **{section: {field: "x"}})
+    with pytest.raises(ValueError, match=r"extract\.num_actors"):
+        ManifestEvalConfig(**base, extract={"num_actors": 0})
+    config = ManifestEvalConfig(**base, extract={"num_actors": 2}, evaluation={"search_mode": "stream"})
+    assert config.extract.num_actors == 2 and config.evaluation.search_mode == "stream"
 
 
 def test_off_the_shelf_from_a_training_config_is_that_runs_initial_model(nordland_slice, tmp_path):
     """A training config as the model spec: its centroid settings and seed apply, so the fitted model is
     exactly `sare train`'s initial model (k-means on the same images, in the same order)."""
-    from pipelines.eval_manifest import prepare_model
-    from pipelines.train import initial_model
-    from pipelines.train_config import TrainConfig
+    from pipelines.evaluate.manifest import prepare_model
+    from pipelines.train.driver import ensure_initial_model
     from sare_core.data import read_manifest
+    from sare_core.training.config import TrainConfig
 
     data = read_manifest(str(nordland_slice / "manifest.csv"))
     train_yaml = tmp_path / "train.yaml"
@@ -173,7 +173,8 @@ def test_off_the_shelf_from_a_training_config_is_that_runs_initial_model(nordlan
         "name": "t", "dataset": "unused.parquet", "seed": 3, "centroid_images": 10,
         "centroid_descriptors_per_image": 7,
         "model": {"backbone": "tiny", "num_clusters": 4, "whitening_dim": None, "image_size": [32, 64]}}))
-    reference = initial_model(TrainConfig(**yaml.safe_load(train_yaml.read_text())), data, str(tmp_path / "init.pt"))
+    reference = load_model(ensure_initial_model(TrainConfig(**yaml.safe_load(train_yaml.read_text())), data,
+                                                str(tmp_path / "init.pt")))
     config = ManifestEvalConfig(manifest=str(nordland_slice / "manifest.csv"), models=[str(train_yaml)])
     prepared = prepare_model("off", str(train_yaml), config, data, None, str(tmp_path / "models"))
     assert prepared.model_hash == model_hash(reference)
@@ -185,7 +186,7 @@ def test_off_the_shelf_from_a_training_config_is_that_runs_initial_model(nordlan
 
 
 def test_strip_whitening(nordland_slice, tmp_path):
-    from pipelines.eval_manifest import prepare_model
+    from pipelines.evaluate.manifest import prepare_model
     from sare_core.data import read_manifest
 
     data = read_manifest(str(nordland_slice / "manifest.csv"))

@@ -2,7 +2,7 @@ import functools
 
 import numpy as np
 
-from pipelines.ray_search import Shard, ray_sharded_search
+from pipelines.evaluate.ray_search import Shard, ray_sharded_search
 from sare_core.evaluation import knn_search
 
 

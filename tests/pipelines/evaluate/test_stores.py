@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipelines.cli import main
-from pipelines.evaluate import EvalConfig, ModelStores, run
+from pipelines.evaluate.stores import EvalConfig, ModelStores, run
 from sare_core.data import positives_within
 from sare_core.evaluation import recall_at_n
 from sare_core.store import StoreMetadata, write_store

@@ -11,16 +11,12 @@ import pytest
 import torch
 
 from pipelines.cli import main
-from pipelines.extract import (
-    EXIT_FAILURES_EXCEEDED,
-    ExtractConfig,
-    build_dataset,
-    load_extraction_model,
-    plan_resources,
-    run,
-)
-from sare_core.data.image_rows import dataset_root, image_rows, open_dataset
+from pipelines.extract.config import ExtractConfig
+from pipelines.extract.pipeline import EXIT_FAILURES_EXCEEDED, build_dataset, run
+from pipelines.extract.plan import plan_resources
+from pipelines.model.specs import load_model_spec
 from sare_core.data import PlaceDataset, write_manifest
+from sare_core.data.image_rows import dataset_root, image_rows, open_dataset
 from sare_core.data.synth.city import generate_city
 from sare_core.models import ModelConfig, build_model, model_hash, save_model
 from sare_core.store import StoreMetadata, open_store
@@ -88,7 +84,7 @@ def test_toy_street_matches_a_plain_loop(ray_local, toy_dataset, toy_model_file,
     assert result.exit_status == 0 and result.images_per_s > 0
     parts = open_store(out).parts
     assert len(parts) == result.parts_written >= 4 and max(p.num_rows for p in parts) <= 7
-    model = load_extraction_model(toy_model_file)
+    model = load_model_spec(toy_model_file)
     rows = image_rows(open_dataset(toy_dataset), dataset_root(toy_dataset))
     expected = plain_loop(model, rows.column("path").to_pylist())
     stored = store_by_id(out)
@@ -111,7 +107,7 @@ def test_synthetic_city_matches_a_plain_loop(ray_local, city, tmp_path):
     result = run(ExtractConfig(dataset=str(city / "manifest.parquet"), model=str(model_yaml), out=out,
                                progress_bars=False))
     assert result.rows == result.total == 400 and result.failures == 0
-    model = load_extraction_model(str(model_yaml))
+    model = load_model_spec(str(model_yaml))
     assert result.model_hash == model_hash(model)  # the same YAML gives the same weights every time
     rows = image_rows(open_dataset(str(city / "manifest.parquet")), str(city))
     expected = plain_loop(model, rows.column("path").to_pylist(), batch_size=64)
@@ -205,7 +201,7 @@ def test_extraction_to_s3(ray_local, s3_uri, toy_dataset, toy_model_file, tmp_pa
                                progress_bars=False))
     assert result.rows == 22 and result.parts_written >= 3
     remote = store_by_id(uri)
-    model = load_extraction_model(toy_model_file)
+    model = load_model_spec(toy_model_file)
     rows = image_rows(open_dataset(toy_dataset), dataset_root(toy_dataset))
     expected = plain_loop(model, rows.column("path").to_pylist())
     got = np.stack([remote[i][0] for i in rows.column("id").to_pylist()])

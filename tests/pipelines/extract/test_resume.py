@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.extract import ExtractConfig, load_extraction_model, run
+from pipelines.extract.config import ExtractConfig
+from pipelines.extract.pipeline import run
+from pipelines.model.specs import load_model_spec
 from sare_core.data.image_rows import image_rows, open_dataset
 from sare_core.data.synth.city import generate_city
 from sare_core.store import MANIFEST_NAME, open_store
@@ -67,7 +69,7 @@ def test_a_killed_run_resumes_without_gaps_or_duplicates(ray_local, city, tmp_pa
     assert set(_parts(out)) == {p.name for p in store.parts}  # leftovers adopted or cleaned, none stray
 
     # Adopted and fresh rows alike equal a plain single-process loop.
-    net = load_extraction_model(str(model))
+    net = load_model_spec(str(model))
     batch = store.read()
     order = {i: k for k, i in enumerate(rows.column("id").to_pylist())}
     paths = rows.column("path").to_pylist()

@@ -1,6 +1,7 @@
 """Adopting and deleting the parts an interrupted extraction left behind, without Ray."""
 
 import numpy as np
+import pytest
 
 from pipelines.extract.resume import delete_parts_of_run, inspect_store
 from sare_core.store import PartWriter, StoreMetadata, commit, open_store

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.train import run
-from pipelines.train_config import TrainConfig
-from pipelines.train_worker import CHECKPOINT_FILE
+from pipelines.train.driver import run
 from sare_core.data import open_splits
 from sare_core.mining import GroundTruthForTraining, load_mining_record
 from sare_core.models import embed_paths, load_model
 from sare_core.models.io import model_from_payload
+from sare_core.training.checkpoint import CHECKPOINT_FILE
+from sare_core.training.config import TrainConfig
 
 
 def tiny_config(city, storage, name, **kw) -> TrainConfig:

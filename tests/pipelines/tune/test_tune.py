@@ -20,14 +20,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.config_io import load_config
-from pipelines.train_config import TrainConfig
-from pipelines.train_worker import clear_store, score_store
-from pipelines.tune import SweepConfig, default_concurrency, param_space, scheduler, set_path
+from pipelines.tune.config import SweepConfig
+from pipelines.tune.search import default_concurrency, param_space, scheduler
+from sare_core.config_io import load_config, set_path
+from sare_core.evaluation.store_search import score_stores
 from sare_core.models import load_model
-from sare_core.store import PartWriter, StoreMetadata, commit, open_store, write_store
+from sare_core.store import PartWriter, StoreMetadata, clear_store, commit, open_store, write_store
+from sare_core.training.config import TrainConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SWEEP_TINY = REPO / "configs" / "sweep_tiny.yaml"
 SWEEP_PITTS = REPO / "configs" / "sweep_pitts30k_vgg16.yaml"
 
@@ -155,7 +156,7 @@ def test_tiny_sweep_resumes_stops_early_scores_from_stores_and_exports(
     best = trials[0]
     test_store = open_store(best["final_store:test"])
     assert test_store.dim == best["param:model.whitening_dim"] and test_store.num_rows(role="query") == 24
-    assert score_store(best["final_store:test"], "t", [1, 5, 10], "test") == {
+    assert score_stores("t", best["final_store:test"], ns=[1, 5, 10], split="test").evaluation.recalls == {
         n: best[f"test_recall@{n}"] for n in (1, 5, 10)
     }
     assert (sweep_dir / "best_eval" / "eval.json").is_file()
@@ -270,7 +271,7 @@ def test_optuna_is_an_optional_extra(tiny_city, tmp_path):
         with pytest.raises(ValueError, match=r"optuna.*pip install 'sare\[tune\]'"):
             config.check()
         return
-    from pipelines.tune import search_algorithm
+    from pipelines.tune.search import search_algorithm
 
     config.check()
     assert type(search_algorithm(config, 2).searcher).__name__ == "OptunaSearch"
@@ -326,7 +327,7 @@ def test_a_restarted_epoch_replaces_its_store_and_ignores_stray_parts(tmp_path):
     meta = StoreMetadata(dim=4, dataset="d", model_hash="first", provenance={"pos_dist_thr": 25.0})
     first = np.concatenate([db, db[[0, 3]] + 0.01])
     write_store(uri, meta, ids=ids, roles=roles, descriptors=first, splits="val", utm=utm)
-    assert score_store(uri, "a", [1], "val") == {1: 1.0}
+    assert score_stores("a", uri, ns=[1], split="val").evaluation.recalls == {1: 1.0}
     # A worker of the failed attempt still writes a part after the restart began: it is never committed.
     removed = clear_store(uri)
     assert "_store.json" in removed
@@ -340,4 +341,4 @@ def test_a_restarted_epoch_replaces_its_store_and_ignores_stray_parts(tmp_path):
     commit(uri, writer.parts, meta2)
     store = open_store(uri)
     assert store.metadata.model_hash == "second" and store.num_rows() == 8
-    assert score_store(uri, "b", [1], "val") == {1: 0.0}
+    assert score_stores("b", uri, ns=[1], split="val").evaluation.recalls == {1: 0.0}

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from sare_core.data import load_dbstruct, positives_within
-from sare_core.data.synth import city_is_current, generate_city, query_times
-from sare_core.data.synth_city import STRIP_RUNOUT_M, build_layout
-from sare_core.data.synth_presets import PRESETS, SPLITS, get_preset
-from sare_core.data.synth_random import ImageStreams
+from sare_core.data.synth.city import city_is_current, generate_city, query_times
+from sare_core.data.synth.layout import STRIP_RUNOUT_M, build_layout
+from sare_core.data.synth.presets import PRESETS, SPLITS, get_preset
+from sare_core.data.synth.streams import ImageStreams
 
 TINY = get_preset("tiny")
 

@@ -1,0 +1,107 @@
+"""How an extraction spreads over the cluster: `plan_resources` fills the resource fields a config leaves
+unset from the cluster's CPUs, GPUs and object store, and the dataset's size."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sare_core.models.images import load_rgb, resized_uint8
+
+from .config import ExtractSettings
+
+PART_TARGET_BYTES = 64 << 20  # descriptor bytes per store part
+DECODE_TARGET_BYTES = 32 << 20  # decoded pixel bytes per decode task (fewer, larger tasks: less overhead)
+DECODE_BASE_MEMORY = 384 << 20  # heap of a decode worker besides its pixels (Python, Ray, Arrow, PIL, an image)
+
+
+@dataclass
+class ExtractionPlan:
+    """How the work is spread; every field is a config value or its automatic default."""
+
+    use_gpu: bool
+    num_actors: int
+    actor_cpus: float
+    threads_per_actor: int
+    batch_size: int
+    decode_batch_size: int
+    decode_tasks: int
+    decode_cpus: float
+    decode_memory: int
+    rows_per_part: int
+    write_tasks: int
+    write_cpus: float
+    object_store_memory: int | None
+    cluster_cpus: float
+    cluster_gpus: float
+
+
+def estimate_pixel_bytes(model, paths: list[str]) -> int:
+    """Bytes of one decoded, resized image: from the model's fixed size, else from a sample image."""
+    config = model.config
+    if config.image_size is not None:
+        return int(config.image_size[0] * config.image_size[1] * 3)
+    for path in paths[:3]:
+        try:
+            return int(resized_uint8(load_rgb(path), None, config.max_side).nbytes)
+        except Exception:  # noqa: BLE001 - a bad sample image is reported by the pipeline, not here
+            continue
+    side = config.max_side or 640
+    return side * side * 3
+
+
+def plan_resources(config: ExtractSettings, cluster_cpus: float, cluster_gpus: float, num_rows: int, dim: int,
+                   pixel_bytes: int, object_store_capacity: float | None = None) -> ExtractionPlan:
+    """Fill the resource fields the config leaves unset from the cluster's resources.
+
+    GPUs: one actor per GPU (1 logical CPU, 1 torch thread each), batches of 128, decode tasks (1 CPU
+    each) on the remaining CPUs.
+    CPUs: data parallelism across processes rather than threads: one single-threaded actor per CPU, plus
+    one decode task per 4 CPUs (at least one). Decode tasks reserve 1 logical CPU each and the actors
+    share the rest (0.5 each on 2 CPUs, 0.75 on 16), so the node's cores are deliberately oversubscribed a
+    little: a decode task sleeps while the actors have enough images, and the model never waits for one.
+    (One process per core beats one process with a thread per core for these models on CPUs, and
+    OpenMP's spinning threads degrade badly on a machine that also runs other work.)
+    """
+    cpus = max(1.0, float(cluster_cpus))
+    use_gpu = config.use_gpu if config.use_gpu is not None else cluster_gpus >= 1
+    if use_gpu and cluster_gpus < 1:
+        raise ValueError("use_gpu: the Ray cluster has no GPU")
+    threads = config.threads_per_actor or 1
+    if use_gpu:
+        num_actors = config.num_actors or max(1, int(cluster_gpus))
+        actor_cpus = config.actor_cpus or 1.0
+        decode_cpus = config.decode_cpus or 1.0
+        decode_tasks = config.decode_tasks or max(1, int((cpus - num_actors * actor_cpus) // decode_cpus))
+        batch_size = config.batch_size or 128
+    else:
+        num_actors = config.num_actors or max(1, int(cpus // threads))
+        decode_tasks = config.decode_tasks or max(1, int(cpus // 4))
+        decode_cpus = config.decode_cpus or min(1.0, cpus / 2 / decode_tasks)
+        actor_cpus = config.actor_cpus or (cpus - decode_tasks * decode_cpus) / num_actors
+        batch_size = config.batch_size or 32
+    if decode_cpus > cpus:
+        raise ValueError(f"decode_cpus={decode_cpus:g} exceeds the cluster's {cpus:g} CPUs")
+    if actor_cpus <= 0 or num_actors * actor_cpus + decode_cpus > cpus + 1e-9:
+        raise ValueError(f"{num_actors} actors of {actor_cpus:g} CPUs leave no CPU for decoding on a cluster of "
+                         f"{cpus:g} CPUs: lower num_actors or actor_cpus")
+    # Blocks of about DECODE_TARGET_BYTES of pixels (16..1024 images), but at least 4 per actor when the
+    # dataset is small, so that every actor gets work; no more actors or writers than there are blocks.
+    decode_batch = config.decode_batch_size or int(min(1024, max(16, DECODE_TARGET_BYTES // max(1, pixel_bytes)),
+                                                        max(16, math.ceil(num_rows / (4 * num_actors)))))
+    blocks = max(1, math.ceil(num_rows / decode_batch))
+    if config.num_actors is None:
+        num_actors = min(num_actors, blocks)
+    itemsize = 4 if config.dtype == "float32" else 2
+    rows_per_part = config.rows_per_part or int(min(max(256, PART_TARGET_BYTES // (dim * itemsize)),
+                                                    max(16, math.ceil(num_rows / 8))))
+    write_tasks = config.write_tasks or max(1, min(2, math.ceil(num_rows / rows_per_part)))
+    object_store = config.object_store_memory
+    if object_store is None and object_store_capacity:
+        object_store = int(object_store_capacity * 0.5)
+    return ExtractionPlan(use_gpu=use_gpu, num_actors=num_actors, actor_cpus=actor_cpus, threads_per_actor=threads,
+                          batch_size=batch_size, decode_batch_size=decode_batch, decode_tasks=decode_tasks,
+                          decode_cpus=decode_cpus, rows_per_part=rows_per_part,
+                          decode_memory=int(4 * decode_batch * pixel_bytes + DECODE_BASE_MEMORY),
+                          write_tasks=write_tasks, write_cpus=0.0, object_store_memory=object_store,
+                          cluster_cpus=cpus, cluster_gpus=float(cluster_gpus))

@@ -1,0 +1,109 @@
+"""One training epoch of the NetVLAD / SARE procedure, the same in one process and in DDP workers.
+
+    for each chunk of `chunk_size` training queries (a seeded permutation, `max_train_queries` per epoch):
+        plan the chunk's cache (its queries, their potential positives, fresh negative pools + previous
+        hard negatives), embed it with the current model (`collective.embed`: each worker a share, all get
+        everything), mine each query's positive and hardest negatives (identical on every worker);
+        every worker trains on its own share of the shuffled tuples, in whole batches of `batch_size`
+        (DDP steps in lockstep), skipping a step on all workers when any worker's loss is not finite.
+
+Every random draw is keyed by (seed, epoch, chunk), so a run is reproducible and workers agree without
+broadcasting anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..data.place_dataset import PlaceDataset
+from ..mining import GroundTruthForTraining, mine_chunk, plan_chunk, save_mining_record
+from .checkpoint import TrainingState
+from .collective import LocalCollective
+from .config import TrainConfig
+from .tuples import TupleImages
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """More training steps had a non-finite loss than `max_nonfinite_steps` allows."""
+
+
+def epoch_order(gt: GroundTruthForTraining, config: TrainConfig, epoch: int) -> np.ndarray:
+    """The training queries (rows) of `epoch`, in training order."""
+    order = np.random.default_rng([config.seed, epoch]).permutation(gt.queries)
+    return order[: config.max_train_queries] if config.max_train_queries else order
+
+
+def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, gt: GroundTruthForTraining,
+                images: TupleImages, loss_fn, epoch: int, collective: LocalCollective | None = None,
+                forward: torch.nn.Module | None = None) -> dict:
+    """Train `state.model` for epoch `epoch` (updating the mining state, the non-finite count and the
+    schedule); returns the epoch's row: mean loss over all workers' steps, tuples trained, tuples/s,
+    the share of the epoch's time spent re-mining (embedding the caches) and the images it embedded,
+    the learning rate after the epoch.
+
+    forward: the module steps run through (the DDP wrapper of `state.model`; default the model itself).
+    Raises NonFiniteLossError past `config.max_nonfinite_steps`.
+    """
+    collective = collective or LocalCollective()
+    forward = forward if forward is not None else state.model
+    rank, world, device = collective.rank, collective.world, collective.device
+    started = time.perf_counter()
+    losses: list[float] = []
+    mining_seconds = 0.0
+    mined_images = tuples_seen = 0
+    order = epoch_order(gt, config, epoch)
+    for chunk_index, start in enumerate(range(0, len(order), config.chunk_size)):
+        chunk = order[start : start + config.chunk_size]
+        mining_started = time.perf_counter()
+        plan = plan_chunk(gt, train.num_db, chunk, state.mining, config.negative_pool,
+                          np.random.default_rng([config.seed, epoch, chunk_index]))
+        q_desc = collective.embed(state.model, [train.q_paths[i] for i in plan.queries], config.extract_batch_size)
+        c_desc = collective.embed(state.model, [train.db_paths[i] for i in plan.cache_db], config.extract_batch_size)
+        tuples = mine_chunk(plan, q_desc, c_desc, state.mining, config.num_negatives)
+        if config.mining_log_dir and rank == 0:
+            os.makedirs(config.mining_log_dir, exist_ok=True)
+            save_mining_record(os.path.join(config.mining_log_dir, f"epoch{epoch:03d}_chunk{chunk_index:03d}.npz"),
+                               plan, tuples)
+        mining_seconds += time.perf_counter() - mining_started
+        mined_images += len(plan.queries) + len(plan.cache_db)
+        # Every worker takes the same number of whole batches (DDP steps in lockstep).
+        per_worker = (len(tuples) // (world * config.batch_size)) * config.batch_size
+        shuffled = np.random.default_rng([config.seed, epoch, chunk_index, 1]).permutation(len(tuples))
+        share = tuples.subset(shuffled[rank * per_worker : (rank + 1) * per_worker])
+        forward.train()
+        for b in range(0, len(share), config.batch_size):
+            batch = share.subset(np.arange(b, b + config.batch_size))
+            desc = forward(images(batch.queries, batch.positives, batch.negatives).to(device))
+            n = len(batch)
+            loss = loss_fn(desc[:n], desc[n : 2 * n], desc[2 * n :].reshape(n, config.num_negatives, -1))
+            state.optimizer.zero_grad(set_to_none=True)
+            if collective.any(not bool(torch.isfinite(loss))):
+                state.nonfinite_steps += 1
+                log.warning("epoch %d: a non-finite loss on some worker; step skipped on all (%d so far)", epoch,
+                            state.nonfinite_steps)
+                if state.nonfinite_steps > config.max_nonfinite_steps:
+                    raise NonFiniteLossError(
+                        f"{state.nonfinite_steps} training steps had a non-finite loss (max_nonfinite_steps="
+                        f"{config.max_nonfinite_steps}); lower the learning rate or check the data")
+                continue
+            loss.backward()
+            state.optimizer.step()
+            losses.append(float(loss.detach()))
+            tuples_seen += n
+    state.scheduler.step()
+    seconds = time.perf_counter() - started
+    loss_sum, steps, tuples_seen = collective.sum([sum(losses), len(losses), tuples_seen])
+    if steps == 0:
+        log.warning("epoch %d trained no tuple (too few mined tuples for %d workers x batch %d)", epoch, world,
+                    config.batch_size)
+    return {"epoch": epoch, "loss": loss_sum / steps if steps else float("nan"), "tuples": int(tuples_seen),
+            "tuples_per_s": tuples_seen / max(seconds, 1e-9), "mining_fraction": mining_seconds / max(seconds, 1e-9),
+            "mined_images": mined_images, "nonfinite_steps": state.nonfinite_steps,
+            "lr": state.scheduler.get_last_lr()[0]}

@@ -1,0 +1,74 @@
+"""A training run's epochs, in one function for every way training runs: `run_epochs` trains from the
+state it is given (new, or restored from a checkpoint) to `config.epochs`, validating after each epoch
+(and once before the first, epoch 0 = the initial model) and handing each epoch's row to `report`.
+
+The Ray Train worker (`pipelines.train.worker`) calls it with a DDP collective and a `report` that saves a
+checkpoint and reports to Ray Train; the single-process diagnostic (`benchmarks/train_diagnostic.py`) calls
+it with the local collective.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+from ..data.place_dataset import PlaceDataset
+from ..losses import LossSpec, build_loss
+from ..mining import GroundTruthForTraining
+from .checkpoint import TrainingState
+from .collective import LocalCollective
+from .config import TrainConfig
+from .epoch import train_epoch
+from .tuples import TupleImages
+from .validation import validate
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict, TrainingState], None]
+
+
+def loss_function(config: TrainConfig):
+    """The configured loss as a function of (q (B, D), p (B, D), n (B, N, D))."""
+    loss = config.loss
+    return build_loss(LossSpec(name=loss.name, kernel=loss.kernel, margin=loss.margin, temperature=loss.temperature))
+
+
+def run_epochs(state: TrainingState, config: TrainConfig, train: PlaceDataset, val: PlaceDataset, report: Report,
+               collective: LocalCollective | None = None, forward: torch.nn.Module | None = None,
+               validate_fn: Callable | None = None) -> TrainingState:
+    """Train `state` until epoch `config.epochs`; returns it. Each epoch's row (the training figures of
+    `train_epoch` and the validation recalls) is appended to `state.history` and passed to `report`
+    (epoch 0, the initial model's validation, only when the state is new).
+
+    forward: the module training steps run through (a DDP wrapper); validate_fn(model, epoch) -> metrics
+    replaces the default validation (`validation.validate` on `val`).
+    """
+    collective = collective or LocalCollective()
+    model = state.model
+    model.backbone.freeze_batchnorm = config.freeze_batchnorm
+    gt = GroundTruthForTraining.from_dataset(train)
+    images = TupleImages(train, model.preprocessor, config.color_jitter, config.seed * 1000 + collective.rank)
+    loss_fn = loss_function(config)
+
+    def validation(epoch: int) -> dict:
+        if validate_fn is not None:
+            return validate_fn(model, epoch)
+        return validate(model, val, config, epoch, collective)
+
+    if state.epoch == 0 and not state.history:
+        row = {"epoch": 0, "loss": float("nan"), **validation(0)}
+        state.history.append(row)
+        report(row, state)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        row = train_epoch(state, config, train, gt, images, loss_fn, epoch, collective, forward)
+        row.update(validation(epoch))
+        state.epoch = epoch
+        state.history.append(row)
+        if collective.rank == 0:
+            log.info("epoch %d: loss %.4f, val %s, %.1f tuples/s, mining %.0f%% of the epoch", epoch, row["loss"],
+                     {k: round(v, 4) for k, v in row.items() if k.startswith("val_recall@")}, row["tuples_per_s"],
+                     100 * row["mining_fraction"])
+        report(row, state)
+    return state

@@ -1,5 +1,5 @@
 """Write the Nordland manifest the `configs/nordland_*.yaml` runs use: winter queries, summer database, frames
-split by index into disjoint train and validation ranges.
+split by index into disjoint train, validation and test ranges.
 
     .venv/bin/python benchmarks/nordland_manifest.py            # -> data/nordland/manifest.parquet
 
@@ -7,11 +7,12 @@ The frames of ../shared/data/nordland_dev (2,382 per season, 64x32 px, every 10t
 position along the route as `utm_east` (utm_north = 0), so every radius is in files ("frames"):
 
     split  frames        database   queries   pos_dist_thr   training positives within
-    train  [0, 1500)     summer     winter    10             1    (negatives only beyond 10 frames)
-    val    [1550, 2382)  summer     winter    2              2    (evaluation: +-2 frames)
+    train  [0, 1300)     summer     winter    10             1    (negatives only beyond 10 frames)
+    val    [1350, 1850)  summer     winter    2              2    (evaluation: +-2 frames; every choice)
+    test   [1900, 2382)  summer     winter    2              2    (reported only, once per final model)
 
-The 50-frame gap keeps every validation frame more than 10 frames (the negatives' radius) away from every
-training frame. The thresholds travel in the Parquet file's metadata, per split, so `sare train` mines
+The 50-frame gaps keep every frame of a range more than 10 frames (the negatives' radius) away from every
+frame of another. The thresholds travel in the Parquet file's metadata, per split, so `sare train` mines
 with them and `sare eval --manifest` uses the validation radius without a --radius.
 Image paths are absolute (the images lie outside the manifest's folder).
 """
@@ -39,8 +40,8 @@ def _range(text: str) -> tuple[int, int]:
     return int(start), int(stop)
 
 
-def build(root: str, train: tuple[int, int] = (0, 1500), val: tuple[int, int] = (1550, 2382),
-          test: tuple[int, int] | None = None, eval_radius: float = 2, train_pos_radius: float = 1,
+def build(root: str, train: tuple[int, int] = (0, 1300), val: tuple[int, int] = (1350, 1850),
+          test: tuple[int, int] | None = (1900, 2382), eval_radius: float = 2, train_pos_radius: float = 1,
           negative_radius: float = 10, database: str = "summer", queries: str = "winter"):
     """The split PlaceDatasets (train, val[, test]) of the aligned traverses under `root`."""
     full = load_aligned_traverses(os.path.join(root, database), os.path.join(root, queries),
@@ -56,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=DEFAULT_ROOT, help="nordland_dev folder (summer/, winter/)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="manifest to write (.parquet keeps the thresholds)")
-    parser.add_argument("--train", type=_range, default=(0, 1500), metavar="START:STOP")
-    parser.add_argument("--val", type=_range, default=(1550, 2382), metavar="START:STOP")
-    parser.add_argument("--test", type=_range, default=None, metavar="START:STOP")
+    parser.add_argument("--train", type=_range, default=(0, 1300), metavar="START:STOP")
+    parser.add_argument("--val", type=_range, default=(1350, 1850), metavar="START:STOP")
+    parser.add_argument("--test", type=_range, default=(1900, 2382), metavar="START:STOP")
     parser.add_argument("--eval-radius", type=float, default=2, help="evaluation positives within (frames)")
     parser.add_argument("--train-pos-radius", type=float, default=1, help="training positives within (frames)")
     parser.add_argument("--negative-radius", type=float, default=10, help="training negatives beyond (frames)")

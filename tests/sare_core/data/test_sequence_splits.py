@@ -56,8 +56,12 @@ def test_nordland_manifest_script(shared_data, tmp_path):
     out = tmp_path / "nordland.parquet"
     assert main(["--root", str(shared_data / "nordland_dev"), "--out", str(out)]) == 0
     splits = open_splits(str(out))
-    train, val = splits["train"], splits["val"]
-    assert (train.num_db, train.num_q, val.num_db, val.num_q) == (1500, 1500, 832, 832)
-    assert train.db_utm[:, 0].max() + 50 < val.db_utm[:, 0].min()  # a gap wider than the negatives' radius
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert (train.num_db, train.num_q, val.num_db, val.num_q, test.num_db, test.num_q) == (
+        1300, 1300, 500, 500, 482, 482)
+    # gaps wider than the negatives' radius (10 frames) between the ranges
+    assert train.db_utm[:, 0].max() + 10 < val.db_utm[:, 0].min()
+    assert val.db_utm[:, 0].max() + 10 < test.db_utm[:, 0].min()
     assert all("/summer/" in p for p in val.db_paths) and all("/winter/" in p for p in val.q_paths)
-    assert val.pos_dist_thr == 2 and train.pos_dist_thr == 10 and train.nontriv_pos_dist_sq_thr == 1
+    assert val.pos_dist_thr == 2 == test.pos_dist_thr and train.pos_dist_thr == 10
+    assert train.nontriv_pos_dist_sq_thr == 1

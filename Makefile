@@ -6,15 +6,16 @@ PY := $(VENV)/bin/python
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= cpu,dev
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench lock clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# constraints.txt pins every package at the versions the suite passed with, so pip never backtracks.
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip
+	$(PY) -m pip install --quiet -c constraints.txt $(TORCH_PINS)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: install
@@ -31,6 +32,11 @@ lint: install
 
 bench: install
 	@echo "benchmarks/ scripts each write their results under results/; see docs/BENCHMARKS.md"
+
+# Rewrite constraints.txt from the current .venv (after changing requirements, and the suite passing).
+lock: install
+	{ sed -n '/^# /p' constraints.txt; $(PY) -m pip freeze --all | grep -v -E '^(-e |sare[= ]|# Editable|setuptools==|wheel==)'; } > constraints.tmp
+	mv constraints.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

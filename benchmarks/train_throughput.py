@@ -1,5 +1,6 @@
-"""Training throughput of `sare train`: tuples/s with 1 and with 2 Ray Train workers on one machine, and
-re-mining's share of an epoch.
+"""Training throughput of `sare train`: tuples/s with 1 and with 2 Ray Train workers on one machine, against
+a plain single-process PyTorch loop over the same tuples, and re-mining's share of an epoch against its
+share of the compute.
 
 Each run is one epoch of the real training stage (`pipelines.train.run`: TorchTrainer, DDP over gloo,
 re-mining before every chunk) on the synthetic city, with the demo's model unless overridden. The machine's
@@ -8,7 +9,16 @@ the runs compare ways of using the same cores. From the epoch's history row:
 
   * epoch tuples/s: tuples trained / epoch seconds (re-mining included, validation excluded);
   * training tuples/s: tuples trained / (epoch seconds - re-mining seconds);
-  * re-mining fraction: seconds spent extracting the chunk caches and mining / epoch seconds.
+  * re-mining fraction: seconds spent extracting the chunk caches and mining / epoch seconds;
+  * re-mining compute share: the forward passes of the cache's images against those plus the forward and
+    backward passes of the tuples' images, each costed by timing the model (same threads as a worker)
+    on batches of the run's sizes in this process: mined x c_forward / (mined x c_forward + trained x
+    c_train). A re-mining fraction above it is time re-mining loses beyond its compute (decoding,
+    mining the tuples, synchronisation).
+
+The plain loop replays the tuples the first Ray run mined (its mining log), from the same initial model:
+one process, torch's default threads, batches of (workers x batch_size) tuples (one DDP step's worth),
+SGD as configured; its tuples/s is compared with the Ray runs' training tuples/s (mining excluded).
 
     .venv/bin/python benchmarks/train_throughput.py                   # small city, demo model
     .venv/bin/python benchmarks/train_throughput.py --preset tiny --queries 32 --chunk 16   # a quick check
@@ -34,6 +44,7 @@ sys.path.insert(0, REPO)
 
 from pipelines.train.driver import run as train_run  # noqa: E402
 from sare_core.data.synth.city import city_is_current, generate_city  # noqa: E402
+from sare_core.models.io import load_model  # noqa: E402
 from sare_core.training.config import TrainConfig  # noqa: E402
 
 
@@ -44,30 +55,120 @@ def ensure_city(city_dir: str, preset: str, seed: int) -> str:
     return os.path.join(city_dir, "manifest.parquet")
 
 
-def one_run(base: dict, manifest: str, workers: int, cpus: int, args, storage: str) -> dict:
-    import ray
-
-    config = TrainConfig(**{
+def train_config(base: dict, manifest: str, workers: int, cpus: int, args, storage: str, mining_log: str) -> TrainConfig:
+    return TrainConfig(**{
         **base, "name": f"throughput_w{workers}", "dataset": manifest, "storage_path": storage,
         "num_workers": workers, "cpus_per_worker": cpus / workers, "epochs": 1, "use_gpu": False,
         "max_train_queries": args.queries, "chunk_size": args.chunk, "max_val_queries": args.val_queries,
         "model": {**base["model"], "whitening_dim": None}, "val_store_dir": None, "seed": args.seed,
+        "mining_log_dir": mining_log,
     })
+
+
+def unit_costs(model, config: TrainConfig, threads: int, repeats: int = 3) -> dict:
+    """Seconds per image of a forward pass (eval, no gradient, batches of extract_batch_size) and of a
+    training step's forward + backward (batches of batch_size tuples), at the run's image size."""
+    import torch
+
+    from sare_core.training.loop import loss_function
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    height, width = config.model.image_size
+    per_tuple = 2 + config.num_negatives
+    loss_fn = loss_function(config)
+    try:
+        x = torch.randn(config.extract_batch_size, 3, height, width)
+        model.eval()
+        with torch.no_grad():
+            model(x)
+            started = time.perf_counter()
+            for _ in range(repeats):
+                model(x)
+        forward = (time.perf_counter() - started) / (repeats * len(x))
+        model.train()
+        model.backbone.freeze_batchnorm = config.freeze_batchnorm
+        x = torch.randn(config.batch_size * per_tuple, 3, height, width)
+        n = config.batch_size
+
+        def step():
+            d = model(x)
+            loss_fn(d[:n], d[n:2 * n], d[2 * n:].reshape(n, config.num_negatives, -1)).backward()
+            model.zero_grad(set_to_none=True)
+
+        step()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        train = (time.perf_counter() - started) / (repeats * len(x))
+    finally:
+        torch.set_num_threads(previous)
+    return {"forward_s_per_image": forward, "train_step_s_per_image": train}
+
+
+def one_run(config: TrainConfig) -> tuple[dict, object]:
+    import ray
+
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = train_run(config)
     wall = time.perf_counter() - started
     ray.shutdown()  # the next run starts a cluster of its own
     row = next(h for h in result.history if h["epoch"] == 1)
-    epoch_s = row["tuples"] / row["tuples_per_s"]
-    mining_s = row["mining_fraction"] * epoch_s
+    epoch_s, mining_s = row["seconds"], row["mining_seconds"]
+    model = load_model(result.initial_model_path)
+    costs = unit_costs(model, config, max(1, int(config.cpus_per_worker)))
+    mined_compute = row["mined_images"] * costs["forward_s_per_image"]
+    trained_compute = row["trained_images"] * costs["train_step_s_per_image"]
     return {
-        "workers": workers, "threads_per_worker": cpus / workers, "tuples": row["tuples"],
-        "epoch_s": epoch_s, "mining_s": mining_s, "epoch_tuples_per_s": row["tuples_per_s"],
+        "workers": config.num_workers, "threads_per_worker": config.cpus_per_worker, "tuples": row["tuples"],
+        "epoch_s": epoch_s, "mining_s": mining_s, "mining_embed_s": row["mining_embed_seconds"],
+        "mined_images": row["mined_images"], "trained_images": row["trained_images"],
+        "epoch_tuples_per_s": row["tuples_per_s"],
         "training_tuples_per_s": row["tuples"] / max(epoch_s - mining_s, 1e-9),
-        "mining_fraction": row["mining_fraction"], "run_wall_s": wall,
-        "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-    }
+        "mining_fraction": row["mining_fraction"],
+        "mining_compute_share": mined_compute / (mined_compute + trained_compute), **costs,
+        "run_wall_s": wall, "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+    }, result
+
+
+def plain_loop(config: TrainConfig, initial_model: str, mining_log: str, batch_tuples: int) -> dict:
+    """The mined tuples of the first Ray run, trained in one process: tuples/s of the steps alone."""
+    import numpy as np
+    import torch
+
+    from sare_core.data.sources import open_splits
+    from sare_core.mining import load_mining_record
+    from sare_core.training.checkpoint import TrainingState
+    from sare_core.training.loop import loss_function
+    from sare_core.training.tuples import TupleImages
+
+    train = open_splits(config.dataset)[config.train_split]
+    state = TrainingState.start(load_model(initial_model), config)
+    model = state.model
+    model.backbone.freeze_batchnorm = config.freeze_batchnorm
+    images = TupleImages(train, model.preprocessor, config.color_jitter, config.seed)
+    loss_fn = loss_function(config)
+    n_neg = config.num_negatives
+    trained = 0
+    seconds = 0.0
+    for record in sorted(os.listdir(mining_log)):
+        _, tuples = load_mining_record(os.path.join(mining_log, record))
+        order = np.random.default_rng(0).permutation(len(tuples))
+        model.train()
+        started = time.perf_counter()
+        for b in range(0, len(order) - batch_tuples + 1, batch_tuples):
+            batch = tuples.subset(order[b : b + batch_tuples])
+            desc = model(images(batch.queries, batch.positives, batch.negatives))
+            n = len(batch)
+            loss = loss_fn(desc[:n], desc[n:2 * n], desc[2 * n:].reshape(n, n_neg, -1))
+            state.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            state.optimizer.step()
+            trained += n
+        seconds += time.perf_counter() - started
+    return {"tuples": trained, "seconds": seconds, "tuples_per_s": trained / seconds,
+            "torch_threads": torch.get_num_threads(), "batch_tuples": batch_tuples}
 
 
 def main() -> None:
@@ -80,7 +181,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="training queries in the epoch")
     parser.add_argument("--chunk", type=int, default=100, help="queries per re-mining chunk")
     parser.add_argument("--val-queries", type=int, default=50)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 1], help="Ray runs in this order; the "
+                        "first one's tuples are replayed by the plain loop")
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
     parser.add_argument("--out", default=os.path.join(REPO, "results", "train_throughput.json"))
     args = parser.parse_args()
@@ -91,10 +193,17 @@ def main() -> None:
     manifest = ensure_city(city_dir, args.preset, args.seed)
     storage = tempfile.mkdtemp(prefix="sare_train_bench_")
     runs = []
+    plain = None
     try:
-        for workers in args.workers:
-            runs.append(one_run(base, manifest, workers, args.cpus, args, storage))
+        for i, workers in enumerate(args.workers):
+            mining_log = os.path.join(storage, f"mining_w{workers}")
+            config = train_config(base, manifest, workers, args.cpus, args, storage, mining_log)
+            run_row, result = one_run(config)
+            runs.append(run_row)
             print(json.dumps(runs[-1]), flush=True)
+            if i == 0:
+                plain = plain_loop(config, result.initial_model_path, mining_log, workers * config.batch_size)
+                print(json.dumps({"plain_loop": plain}), flush=True)
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     by_workers = {r["workers"]: r for r in runs}
@@ -102,13 +211,16 @@ def main() -> None:
     if 1 in by_workers and 2 in by_workers:
         ratios = {key: by_workers[2][key] / by_workers[1][key]
                   for key in ("epoch_tuples_per_s", "training_tuples_per_s")}
+    against_plain = {f"{r['workers']}x{r['threads_per_worker']:g}": r["training_tuples_per_s"] / plain["tuples_per_s"]
+                     for r in runs} if plain else {}
     out = {"preset": args.preset, "seed": args.seed, "model": base["model"], "loss": base.get("loss"),
            "queries": args.queries, "chunk_size": args.chunk, "cpus": args.cpus, "runs": runs,
+           "plain_loop": plain, "training_tuples_per_s_against_plain_loop": against_plain,
            "ratio_2_workers_to_1": ratios, "date": time.strftime("%Y-%m-%d %H:%M")}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
-    print(json.dumps({"ratio_2_workers_to_1": ratios}, indent=2))
+    print(json.dumps({"ratio_2_workers_to_1": ratios, "against_plain_loop": against_plain}, indent=2))
 
 
 if __name__ == "__main__":

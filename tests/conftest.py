@@ -14,6 +14,19 @@ SHARED_DATA = Path(os.environ.get("SARE_SHARED_DATA", REPO_ROOT.parent / "shared
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where torch sees a CUDA device (`pytest -m gpu` on a GPU machine)."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if not gpu_tests:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="no CUDA device: a GPU code path")
+        for item in gpu_tests:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of the real test data (toy_street, nordland_dev, real_gt); skips where it is not laid out."""

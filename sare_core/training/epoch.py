@@ -45,8 +45,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
                 forward: torch.nn.Module | None = None) -> dict:
     """Train `state.model` for epoch `epoch` (updating the mining state, the non-finite count and the
     schedule); returns the epoch's row: mean loss over all workers' steps, tuples trained, tuples/s,
-    the share of the epoch's time spent re-mining (embedding the caches) and the images it embedded,
-    the learning rate after the epoch.
+    the share of the epoch's time spent re-mining (planning, embedding the caches, mining), the time of the
+    embedding alone, the images re-mining embedded (on all workers) and those the steps trained on (this
+    worker's share times the world: every image of a tuple), the learning rate after the epoch.
 
     forward: the module steps run through (the DDP wrapper of `state.model`; default the model itself).
     Raises NonFiniteLossError past `config.max_nonfinite_steps`.
@@ -56,7 +57,7 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     rank, world, device = collective.rank, collective.world, collective.device
     started = time.perf_counter()
     losses: list[float] = []
-    mining_seconds = 0.0
+    mining_seconds = embed_seconds = 0.0
     mined_images = tuples_seen = 0
     order = epoch_order(gt, config, epoch)
     for chunk_index, start in enumerate(range(0, len(order), config.chunk_size)):
@@ -64,8 +65,10 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
         mining_started = time.perf_counter()
         plan = plan_chunk(gt, train.num_db, chunk, state.mining, config.negative_pool,
                           np.random.default_rng([config.seed, epoch, chunk_index]))
+        embed_started = time.perf_counter()
         q_desc = collective.embed(state.model, [train.q_paths[i] for i in plan.queries], config.extract_batch_size)
         c_desc = collective.embed(state.model, [train.db_paths[i] for i in plan.cache_db], config.extract_batch_size)
+        embed_seconds += time.perf_counter() - embed_started
         tuples = mine_chunk(plan, q_desc, c_desc, state.mining, config.num_negatives)
         if config.mining_log_dir and rank == 0:
             os.makedirs(config.mining_log_dir, exist_ok=True)
@@ -105,5 +108,6 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
                     config.batch_size)
     return {"epoch": epoch, "loss": loss_sum / steps if steps else float("nan"), "tuples": int(tuples_seen),
             "tuples_per_s": tuples_seen / max(seconds, 1e-9), "mining_fraction": mining_seconds / max(seconds, 1e-9),
-            "mined_images": mined_images, "nonfinite_steps": state.nonfinite_steps,
-            "lr": state.scheduler.get_last_lr()[0]}
+            "seconds": seconds, "mining_seconds": mining_seconds, "mining_embed_seconds": embed_seconds,
+            "mined_images": mined_images, "trained_images": int(tuples_seen) * (2 + config.num_negatives),
+            "nonfinite_steps": state.nonfinite_steps, "lr": state.scheduler.get_last_lr()[0]}

@@ -1,0 +1,137 @@
+"""Data-parallel training equals one process: a DDP step over two processes (gloo on CPUs, NCCL on GPUs)
+gives the weights one process gets from the whole batch, and the collective all-gathers every worker's
+descriptors in order."""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from sare_core.losses import sare_loss
+from sare_core.models.config import ModelConfig
+from sare_core.models.embedding import build_model
+from sare_core.training.collective import DistributedCollective
+from sare_core.training.config import TrainConfig
+from sare_core.training.optim import make_optimizer
+
+TUPLES, NEGATIVES = 4, 3  # per worker
+CONFIG = ModelConfig(backbone="tiny", num_clusters=4, whitening_dim=None, image_size=(32, 48))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _model(device):
+    torch.manual_seed(0)
+    model = build_model(CONFIG).to(device)
+    model.backbone.freeze_batchnorm = True  # as training runs: BatchNorm normalises with stored statistics
+    return model
+
+
+def _batch(rank: int, device) -> torch.Tensor:
+    """Rank `rank`'s tuples: TUPLES x (query, positive, NEGATIVES negatives) images."""
+    g = torch.Generator().manual_seed(100 + rank)
+    return torch.rand(TUPLES * (2 + NEGATIVES), 3, *CONFIG.image_size, generator=g).to(device)
+
+
+def _loss(desc: torch.Tensor) -> torch.Tensor:
+    d = desc.view(-1, 2 + NEGATIVES, desc.shape[1])
+    return sare_loss(d[:, 0], d[:, 1], d[:, 2:], kernel="gaussian", mode="joint")
+
+
+def _step(model, optimizer, images_per_rank: list[torch.Tensor]) -> None:
+    """One SGD step on the mean loss over the ranks' batches (what DDP's gradient averaging computes)."""
+    loss = torch.stack([_loss(model(x)) for x in images_per_rank]).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def _worker(rank: int, world: int, backend: str, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, rank=rank, world_size=world)
+    try:
+        model = _model(device).train()
+        ddp = DistributedDataParallel(model, device_ids=[rank] if backend == "nccl" else None)
+        optimizer = make_optimizer(model.trainable_parameters(), TrainConfig(dataset="-", lr=0.05))
+        loss = _loss(ddp(_batch(rank, device)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        collective = DistributedCollective(device)
+        gathered = collective.gather(rank * 10)
+        flags = collective.any(rank == 1), collective.any(False)
+        sums = collective.sum([rank + 1.0, 2.0])
+        if rank == 0:
+            state = {k: v.cpu() for k, v in model.state_dict().items()}
+            torch.save({"state": state, "gathered": gathered, "flags": flags, "sums": sums}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(backend: str, tmp_path) -> dict:
+    out = str(tmp_path / f"{backend}.pt")
+    mp.spawn(_worker, args=(2, backend, _free_port(), out), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+def _single_process(device) -> dict:
+    model = _model(device).train()
+    optimizer = make_optimizer(model.trainable_parameters(), TrainConfig(dataset="-", lr=0.05))
+    _step(model, optimizer, [_batch(0, device), _batch(1, device)])
+    return {k: v.cpu() for k, v in model.state_dict().items()}
+
+
+def _assert_same_weights(distributed: dict, single: dict, atol: float) -> None:
+    initial = _model("cpu").state_dict()
+    for key, value in single.items():
+        torch.testing.assert_close(distributed[key], value, atol=atol, rtol=1e-4, msg=key)
+    assert any(not torch.equal(value, initial[key]) for key, value in single.items())  # the step moved weights
+
+
+def test_a_two_process_gloo_ddp_step_equals_one_process(tmp_path):
+    result = _run("gloo", tmp_path)
+    _assert_same_weights(result["state"], _single_process("cpu"), atol=1e-6)
+    assert result["gathered"] == [0, 10] and result["flags"] == (True, False) and result["sums"] == [3.0, 4.0]
+
+
+@pytest.mark.gpu
+def test_a_two_process_nccl_ddp_step_equals_one_process(tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices (NCCL runs one rank per GPU)")
+    result = _run("nccl", tmp_path)
+    _assert_same_weights(result["state"], _single_process("cuda:0"), atol=1e-5)
+
+
+def test_the_collective_embeds_shares_and_gathers_them_in_order(tmp_path, toy_street_images):
+    paths = [str(p) for p in toy_street_images[:7]]  # 7 images over 2 workers: shares of 4 and 3
+    out = str(tmp_path / "embed.npy")
+    mp.spawn(_embed_worker, args=(2, _free_port(), paths, out), nprocs=2, join=True)
+    from sare_core.models.inference import embed_paths
+
+    expected = embed_paths(_model("cpu"), paths, batch_size=3)
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+
+
+def _embed_worker(rank: int, world: int, port: int, paths: list[str], out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        gathered = DistributedCollective("cpu").embed(_model("cpu"), paths, batch_size=3)
+        if rank == 0:
+            np.save(out, gathered)
+    finally:
+        dist.destroy_process_group()

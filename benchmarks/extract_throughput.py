@@ -358,7 +358,9 @@ def ratio_part(args, work: str, generation: float | None) -> dict:
         rounds = []
         for r in range(args.rounds):
             timings = {}
-            order = ("plain", "plain_1_thread", "ray") if r % 2 == 0 else ("ray", "plain_1_thread", "plain")
+            kinds = ["plain"] + (["plain_1_thread"] if not args.no_single_thread else []) + ["ray"] + \
+                [f"ray_{layout}" for layout in args.layouts]
+            order = kinds if r % 2 == 0 else kinds[::-1]
             stores = {}
             for kind in order:
                 stores[kind] = os.path.join(folder, f"{name}-{r}-{kind}")
@@ -372,7 +374,8 @@ def ratio_part(args, work: str, generation: float | None) -> dict:
                                          "torch_threads": threads or torch.get_num_threads()}
                         images_done = n
                     else:
-                        seconds, result = ray_pipeline(dataset, spec, stores[kind])
+                        layout = kind.split("_", 1)[1] if "_" in kind else "auto"
+                        seconds, result = ray_pipeline(dataset, spec, stores[kind], layout=layout)
                         timings[kind] = {"seconds": seconds, "images_per_s": result.total / seconds,
                                          "pipeline_images_per_s": result.images_per_s,
                                          "steady_images_per_s": result.steady_images_per_s,
@@ -380,24 +383,27 @@ def ratio_part(args, work: str, generation: float | None) -> dict:
                         images_done = result.total
                 timings[kind]["cpu_ms_per_image"] = 1000 * cpu.seconds / images_done
             # The baseline is the faster of the two plain loops (torch's default threads, or one thread).
-            best = max(timings["plain"]["images_per_s"], timings["plain_1_thread"]["images_per_s"])
+            plains = [k for k in ("plain", "plain_1_thread") if k in timings]
+            best = max(timings[k]["images_per_s"] for k in plains)
             timings["baseline_images_per_s"] = best
             timings["ratio"] = timings["ray"]["images_per_s"] / best
-            best_steady = max(timings["plain"]["steady_images_per_s"], timings["plain_1_thread"]["steady_images_per_s"])
+            best_steady = max(timings[k]["steady_images_per_s"] for k in plains)
+            for layout in args.layouts:
+                timings[f"ratio_{layout}"] = timings[f"ray_{layout}"]["images_per_s"] / best
             timings["steady_ratio"] = (timings["ray"]["steady_images_per_s"] or 0.0) / best_steady
             # Load-independent: CPU time per image of the baseline loop over that of the whole Ray run
             # (driver, raylet, GCS, every worker); 1.0 means Ray spends no extra CPU per image.
-            baseline = "plain" if timings["plain"]["images_per_s"] >= timings["plain_1_thread"]["images_per_s"] \
-                else "plain_1_thread"
+            baseline = max(plains, key=lambda k: timings[k]["images_per_s"])
             timings["cpu_efficiency"] = timings[baseline]["cpu_ms_per_image"] / timings["ray"]["cpu_ms_per_image"]
-            timings["max_abs_difference"] = max(max_difference(stores["ray"], stores["plain"]),
-                                                max_difference(stores["ray"], stores["plain_1_thread"]))
+            timings["max_abs_difference"] = max(max_difference(stores[k], stores["plain"]) for k in kinds[1:])
             for path in stores.values():
                 shutil.rmtree(path, ignore_errors=True)
-            log.info("%s round %d: plain %.1f images/s (1 thread: %.1f), ray %.1f images/s, ratio %.3f; after "
-                     "start-up ratio %.3f; CPU per image %.3f ms plain, %.3f ms ray (load %.1f)", name, r,
-                     timings["plain"]["images_per_s"], timings["plain_1_thread"]["images_per_s"],
-                     timings["ray"]["images_per_s"], timings["ratio"], timings["steady_ratio"],
+            log.info("%s round %d: plain %.1f images/s (1 thread: %.1f), ray %.1f images/s (%s), ratio %.3f; "
+                     "after start-up ratio %.3f; %s; CPU per image %.3f ms plain, %.3f ms ray (load %.1f)", name, r,
+                     timings["plain"]["images_per_s"], timings.get("plain_1_thread", {}).get("images_per_s", 0),
+                     timings["ray"]["images_per_s"], timings["ray"]["plan"]["layout"], timings["ratio"],
+                     timings["steady_ratio"],
+                     ", ".join(f"{k} {timings[k]:.3f}" for k in timings if k.startswith("ratio_")),
                      timings[baseline]["cpu_ms_per_image"], timings["ray"]["cpu_ms_per_image"],
                      timings["plain"]["load_avg_1m"])
             rounds.append(timings)
@@ -405,7 +411,10 @@ def ratio_part(args, work: str, generation: float | None) -> dict:
             "config": MODELS[name], "rounds": rounds,
             "median_plain_images_per_s": statistics.median(t["plain"]["images_per_s"] for t in rounds),
             "median_plain_1_thread_images_per_s": statistics.median(t["plain_1_thread"]["images_per_s"]
-                                                                    for t in rounds),
+                                                                    for t in rounds) if not args.no_single_thread else None,
+            **{f"median_ratio_{layout}": statistics.median(t[f"ratio_{layout}"] for t in rounds)
+               for layout in args.layouts},
+            "layout_chosen": rounds[0]["ray"]["plan"]["layout"],
             "median_baseline_images_per_s": statistics.median(t["baseline_images_per_s"] for t in rounds),
             "median_ray_images_per_s": statistics.median(t["ray"]["images_per_s"] for t in rounds),
             "median_ratio": statistics.median(t["ratio"] for t in rounds),
@@ -455,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
                         "first rows of the --ratio-preset city's manifest, 160x120 pixels)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layouts", nargs="*", default=["actors", "driver"], choices=["actors", "driver"],
+                        help="also run the pipeline with each of these layouts forced (besides the automatic plan)")
+    parser.add_argument("--no-single-thread", action="store_true", help="skip the 1-thread plain loop")
     parser.add_argument("--skip-ratio", action="store_true")
     parser.add_argument("--big-preset", default="pitts250k")
     parser.add_argument("--big-dir", help="scale part: city folder (default "
@@ -477,9 +489,12 @@ def main(argv: list[str] | None = None) -> int:
                     "load_avg_at_start": os.getloadavg()},
     }
     # Cities first, so that generating them (minutes) never overlaps a timed run.
+    # The big city is needed by the scale part, and by the ratio part's tiny model (its first --images).
     small_generation = None if args.skip_ratio else ensure_city(
         city_dir(args.city_dir, args.ratio_preset, args.seed), args.ratio_preset, args.seed)
-    big_generation = ensure_city(city_dir(args.big_dir, args.big_preset, args.seed), args.big_preset, args.seed)
+    needs_big = not args.skip_big or (not args.skip_ratio and "tiny" in args.models)
+    big_generation = (ensure_city(city_dir(args.big_dir, args.big_preset, args.seed), args.big_preset, args.seed)
+                      if needs_big else None)
     # Ray starts its workers at niceness 15; the plain loop runs at 0. On a machine that also runs other
     # work that difference alone would decide the comparison, so this Ray instance's workers run at 0 too.
     os.environ["RAY_worker_niceness"] = "0"

@@ -32,6 +32,9 @@ class ExtractSettings(BaseModel):
 
     ray_address: str | None = Field(None, description="Ray cluster to join (default: RAY_ADDRESS, or a local one)")
     use_gpu: bool | None = Field(None, description="default: when the cluster has GPUs")
+    layout: Literal["auto", "actors", "driver"] = Field("auto", description="where the model runs: an actor "
+        "pool (every node's CPUs or GPUs), or the driver process on the decode tasks' output (one node; no "
+        "actor start-up). auto: the driver for small jobs on a one-node CPU cluster, else actors (plan.py)")
     num_actors: int | None = Field(None, ge=1, description="model actors (default: one per GPU; on CPUs "
                                    "one per CPU / threads_per_actor)")
     threads_per_actor: int | None = Field(None, ge=1, description="torch threads in each actor (default 1)")

@@ -7,7 +7,8 @@ The pipeline (one Ray Data dataset, streamed):
     rows (id, path, role, split, utm, label) built from the PlaceDataset, never a file listing
       -> decode_images            CPU tasks (no torch in them): read, decode, resize; uint8 pixels out
       -> ImageEmbedder            actor pool: one GPU per actor (autocast float16, channels-last) when the
-                                  cluster has GPUs, CPU actors otherwise
+                                  cluster has GPUs, CPU actors otherwise; or (layout "driver": small jobs
+                                  on one CPU node) the driver itself, which already holds the model
       -> write_parts              tasks: each writes its rows as one immutable store part (plus a failures
                                   part for images that could not be read); only part names reach the driver
     driver: collects the part names, logs images/s, commits the store once at the end.
@@ -118,7 +119,8 @@ class ExtractResult:
 def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash: str, model_config: ModelConfig,
                   uri: str, metadata: StoreMetadata, task_id: str, storage_options: dict | None = None,
                   mixed_precision: bool = True, channels_last: bool = True):
-    """The Ray Data pipeline rows -> decode -> embed -> write; iterating it yields `PART_SCHEMA` rows."""
+    """The Ray Data pipeline rows -> decode -> embed -> write; iterating it yields `PART_SCHEMA` rows.
+    Layout "driver": rows -> decode only; iterating it yields decoded rows for the driver's model."""
     import ray
 
     step = plan.decode_batch_size
@@ -132,6 +134,8 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash
         batch_format="pyarrow", batch_size=step,
         compute=ray.data.TaskPoolStrategy(size=plan.decode_tasks), num_cpus=plan.decode_cpus,
         memory=plan.decode_memory, udf_modifying_row_count=False)
+    if plan.layout == "driver":
+        return ds  # the driver embeds and writes (`_embed_in_driver`)
     from .embedder import ImageEmbedder
 
     ds = ds.map_batches(
@@ -192,6 +196,53 @@ class _Throughput:
         return (self.end or time.perf_counter()) - self.start
 
 
+def _part_infos(written: pa.Table, meter: _Throughput) -> list[PartInfo]:
+    """The parts a `write_parts` call reports (PART_SCHEMA rows), counted by the meter."""
+    parts = []
+    for record in written.to_pylist():
+        record["rows_by_role_split"] = json.loads(record["rows_by_role_split"])
+        parts.append(PartInfo.from_dict(record))
+        meter.add(parts[-1].kind, parts[-1].num_rows)
+    return parts
+
+
+def _embed_in_driver(ds, model, digest: str, plan: ExtractionPlan, config: ExtractConfig, metadata: StoreMetadata,
+                     run_tag: str, storage_options: dict | None, meter: _Throughput) -> list[PartInfo]:
+    """Layout "driver": the model (already loaded here) embeds the decoded blocks as the decode tasks
+    deliver them, and the driver writes every `rows_per_part` rows as a part."""
+    import torch
+
+    from .embedder import ImageEmbedder
+
+    threads = torch.get_num_threads()
+    parts: list[PartInfo] = []
+    pending: list[pa.Table] = []
+
+    def flush(tables: list[pa.Table]) -> None:
+        written = write_parts(pa.concat_tables(tables), config.out, metadata, f"{run_tag}-driver", storage_options)
+        parts.extend(_part_infos(written, meter))
+
+    try:
+        embedder = ImageEmbedder(model, digest, batch_size=plan.batch_size, use_gpu=plan.use_gpu,
+                                 mixed_precision=config.mixed_precision, channels_last=config.channels_last,
+                                 threads=plan.threads_per_actor)
+        buffered = 0
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
+            pending.append(embedder(batch))
+            buffered += batch.num_rows
+            if buffered >= plan.rows_per_part:
+                rows = pa.concat_tables(pending)
+                whole = (buffered // plan.rows_per_part) * plan.rows_per_part
+                for start in range(0, whole, plan.rows_per_part):
+                    flush([rows.slice(start, plan.rows_per_part)])
+                pending, buffered = [rows.slice(whole)], buffered - whole
+        if buffered:
+            flush(pending)
+    finally:
+        torch.set_num_threads(threads)
+    return parts
+
+
 def _set_data_context(plan: ExtractionPlan, progress_bars: bool):
     """Apply progress-bar and object-store settings to Ray Data's context; returns a restore function."""
     import ray
@@ -232,23 +283,23 @@ def _execute(config: ExtractConfig, todo: pa.Table, model, digest: str, metadata
     new_parts: list[PartInfo] = []
     try:
         resources = ray.cluster_resources()
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         plan = plan_resources(config, resources.get("CPU", 1), resources.get("GPU", 0), todo.num_rows,
                               metadata.dim, estimate_pixel_bytes(model, todo.column("path").to_pylist()),
-                              resources.get("object_store_memory"))
+                              resources.get("object_store_memory"), nodes=nodes)
         log.info("extract plan: %s", asdict(plan))
         from sare_core.models.io import model_payload
 
-        model_ref = ray.put(model_payload(model))
+        model_ref = ray.put(model_payload(model)) if plan.layout == "actors" else None
         restore = _set_data_context(plan, config.progress_bars)
         ds = build_dataset(todo, plan, model_ref, digest, model.config, config.out, metadata, run_tag,
                            storage_options, config.mixed_precision, config.channels_last)
         meter = _Throughput(todo.num_rows, config.log_every_s)
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
-            for record in batch.to_pylist():
-                record["rows_by_role_split"] = json.loads(record["rows_by_role_split"])
-                part = PartInfo.from_dict(record)
-                new_parts.append(part)
-                meter.add(part.kind, part.num_rows)
+        if plan.layout == "driver":
+            new_parts = _embed_in_driver(ds, model, digest, plan, config, metadata, run_tag, storage_options, meter)
+        else:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+                new_parts += _part_infos(batch, meter)
         meter.stop()
         return plan, new_parts, meter
     finally:

@@ -12,13 +12,22 @@ from .config import ExtractSettings
 
 PART_TARGET_BYTES = 64 << 20  # descriptor bytes per store part
 DECODE_TARGET_BYTES = 32 << 20  # decoded pixel bytes per decode task (fewer, larger tasks: less overhead)
+# Layout "driver" (auto): a one-node CPU cluster and at most this many images per CPU. An actor costs a
+# fixed start-up (a new process importing torch and building the model: ~3-4 s on the project's 2-core
+# machine) that the driver, which already holds the model, does not pay; with more images the actors'
+# single-threaded efficiency wins (benchmarks/extract_throughput.py measures both; docs/BENCHMARKS.md).
+DRIVER_LAYOUT_MAX_IMAGES_PER_CPU = 2500
+MIN_BLOCK_IMAGES = 32  # a decode task or model call on fewer images costs more in scheduling than it saves
+BLOCKS_PER_ACTOR = 16  # small datasets: at least this many blocks per model actor
 DECODE_BASE_MEMORY = 384 << 20  # heap of a decode worker besides its pixels (Python, Ray, Arrow, PIL, an image)
 
 
 @dataclass
 class ExtractionPlan:
-    """How the work is spread; every field is a config value or its automatic default."""
+    """How the work is spread; every field is a config value or its automatic default. With layout
+    "driver" the model runs in the driver process with `threads_per_actor` threads and no actor exists."""
 
+    layout: str
     use_gpu: bool
     num_actors: int
     actor_cpus: float
@@ -50,9 +59,20 @@ def estimate_pixel_bytes(model, paths: list[str]) -> int:
     return side * side * 3
 
 
+def choose_layout(config: ExtractSettings, cpus: float, use_gpu: bool, num_rows: int, nodes: int) -> str:
+    """"driver" or "actors": the config's choice, or for "auto" the driver on a one-node CPU cluster with at
+    most DRIVER_LAYOUT_MAX_IMAGES_PER_CPU images per CPU, where the actors' start-up would dominate."""
+    if config.layout != "auto":
+        return config.layout
+    if nodes == 1 and not use_gpu and config.num_actors is None and num_rows <= DRIVER_LAYOUT_MAX_IMAGES_PER_CPU * cpus:
+        return "driver"
+    return "actors"
+
+
 def plan_resources(config: ExtractSettings, cluster_cpus: float, cluster_gpus: float, num_rows: int, dim: int,
-                   pixel_bytes: int, object_store_capacity: float | None = None) -> ExtractionPlan:
-    """Fill the resource fields the config leaves unset from the cluster's resources.
+                   pixel_bytes: int, object_store_capacity: float | None = None, nodes: int = 1) -> ExtractionPlan:
+    """Fill the resource fields the config leaves unset from the cluster's resources, and choose the layout
+    (`choose_layout`).
 
     GPUs: one actor per GPU (1 logical CPU, 1 torch thread each), batches of 128, decode tasks (1 CPU
     each) on the remaining CPUs.
@@ -85,10 +105,13 @@ def plan_resources(config: ExtractSettings, cluster_cpus: float, cluster_gpus: f
     if actor_cpus <= 0 or num_actors * actor_cpus + decode_cpus > cpus + 1e-9:
         raise ValueError(f"{num_actors} actors of {actor_cpus:g} CPUs leave no CPU for decoding on a cluster of "
                          f"{cpus:g} CPUs: lower num_actors or actor_cpus")
-    # Blocks of about DECODE_TARGET_BYTES of pixels (16..1024 images), but at least 4 per actor when the
-    # dataset is small, so that every actor gets work; no more actors or writers than there are blocks.
-    decode_batch = config.decode_batch_size or int(min(1024, max(16, DECODE_TARGET_BYTES // max(1, pixel_bytes)),
-                                                        max(16, math.ceil(num_rows / (4 * num_actors)))))
+    # Blocks of about DECODE_TARGET_BYTES of pixels (16..1024 images), but at least BLOCKS_PER_ACTOR per actor
+    # when the dataset is small: the first block reaches a model sooner and the last ones spread over every
+    # actor (with 4 per actor, 3,000 images went as 8 blocks of 375; the first took 4 s to embed and the
+    # last kept one actor busy while the other idled).
+    decode_batch = config.decode_batch_size or int(min(
+        1024, max(16, DECODE_TARGET_BYTES // max(1, pixel_bytes)),
+        max(MIN_BLOCK_IMAGES, math.ceil(num_rows / (BLOCKS_PER_ACTOR * num_actors)))))
     blocks = max(1, math.ceil(num_rows / decode_batch))
     if config.num_actors is None:
         num_actors = min(num_actors, blocks)
@@ -99,7 +122,10 @@ def plan_resources(config: ExtractSettings, cluster_cpus: float, cluster_gpus: f
     object_store = config.object_store_memory
     if object_store is None and object_store_capacity:
         object_store = int(object_store_capacity * 0.5)
-    return ExtractionPlan(use_gpu=use_gpu, num_actors=num_actors, actor_cpus=actor_cpus, threads_per_actor=threads,
+    layout = choose_layout(config, cpus, use_gpu, num_rows, nodes)
+    if layout == "driver":  # the driver's model takes every core; the decode tasks run beside it
+        num_actors, actor_cpus, threads = 0, 0.0, config.threads_per_actor or max(1, int(cpus))
+    return ExtractionPlan(layout=layout, use_gpu=use_gpu, num_actors=num_actors, actor_cpus=actor_cpus, threads_per_actor=threads,
                           batch_size=batch_size, decode_batch_size=decode_batch, decode_tasks=decode_tasks,
                           decode_cpus=decode_cpus, rows_per_part=rows_per_part,
                           decode_memory=int(4 * decode_batch * pixel_bytes + DECODE_BASE_MEMORY),

@@ -76,10 +76,12 @@ def city(tmp_path_factory):
     return out
 
 
-def test_toy_street_matches_a_plain_loop(ray_local, toy_dataset, toy_model_file, tmp_path):
+@pytest.mark.parametrize("layout", ["actors", "driver"])
+def test_toy_street_matches_a_plain_loop(ray_local, toy_dataset, toy_model_file, tmp_path, layout):
     out = str(tmp_path / "store")
     result = run(ExtractConfig(dataset=toy_dataset, model=toy_model_file, out=out, batch_size=4,
-                               decode_batch_size=5, rows_per_part=7, progress_bars=False))
+                               decode_batch_size=5, rows_per_part=7, progress_bars=False, layout=layout))
+    assert result.plan["layout"] == layout
     assert (result.total, result.rows, result.failures, result.extracted) == (22, 22, 0, 22)
     assert result.exit_status == 0 and result.images_per_s > 0
     parts = open_store(out).parts
@@ -100,12 +102,14 @@ def test_toy_street_matches_a_plain_loop(ray_local, toy_dataset, toy_model_file,
     assert metadata.dataset.startswith("toy") and metadata.dataset.endswith("/manifest.parquet")
 
 
-def test_synthetic_city_matches_a_plain_loop(ray_local, city, tmp_path):
+@pytest.mark.parametrize("layout", ["auto", "actors"])
+def test_synthetic_city_matches_a_plain_loop(ray_local, city, tmp_path, layout):
     model_yaml = tmp_path / "model.yaml"  # an off-the-shelf model config (run-config style), seeded
     model_yaml.write_text("model:\n  backbone: tiny\n  num_clusters: 8\n")
     out = str(tmp_path / "store")
     result = run(ExtractConfig(dataset=str(city / "manifest.parquet"), model=str(model_yaml), out=out,
-                               progress_bars=False))
+                               progress_bars=False, layout=layout))
+    assert result.plan["layout"] == ("driver" if layout == "auto" else "actors")  # 400 images on 2 CPUs
     assert result.rows == result.total == 400 and result.failures == 0
     model = load_model_spec(str(model_yaml))
     assert result.model_hash == model_hash(model)  # the same YAML gives the same weights every time
@@ -123,7 +127,7 @@ def test_decoding_runs_in_its_own_cpu_tasks(ray_local, city, tmp_path, capsys):
     """Ray Data must not fuse decoding into the model actors (it would then run serially with the model)."""
     model = build_model(ModelConfig(**TINY))
     rows = image_rows(open_dataset(str(city / "manifest.parquet")), str(city))
-    config = ExtractConfig(dataset="d", model="m", out=str(tmp_path))
+    config = ExtractConfig(dataset="d", model="m", out=str(tmp_path), layout="actors")
     plan = plan_resources(config, 2, 0, rows.num_rows, model.descriptor_dim, 96 * 72 * 3)
     metadata = StoreMetadata(dim=model.descriptor_dim)
     ds = build_dataset(rows, plan, ray_local.put({}), "hash", model.config, str(tmp_path), metadata, "t")
@@ -153,12 +157,13 @@ def damaged_dataset(tmp_path_factory, toy_street_images):
     return write_manifest(str(root / "manifest.csv"), dataset)
 
 
-def test_bad_images_are_recorded_and_the_job_goes_on(ray_local, damaged_dataset, tmp_path):
+@pytest.mark.parametrize("layout", ["actors", "driver"])
+def test_bad_images_are_recorded_and_the_job_goes_on(ray_local, damaged_dataset, tmp_path, layout):
     model = tmp_path / "model.yaml"
     model.write_text("backbone: tiny\nnum_clusters: 8\nimage_size: [48, 64]\n")
     out = str(tmp_path / "store")
     result = run(ExtractConfig(dataset=damaged_dataset, model=str(model), out=out, decode_batch_size=4,
-                               max_failure_fraction=0.5, progress_bars=False))
+                               max_failure_fraction=0.5, progress_bars=False, layout=layout))
     assert (result.total, result.rows, result.failures, result.failed) == (14, 10, 4, 4)
     assert result.exit_status == 0 and not result.failures_exceeded
     store = open_store(out)

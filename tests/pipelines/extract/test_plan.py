@@ -9,7 +9,13 @@ from sare_core.config_io import load_config
 
 def test_resource_plans_follow_the_cluster():
     config = ExtractConfig(dataset="d", model="m", out="o")
+    assert plan_resources(config, 2, 0, 5_000, 4096, 96 * 72 * 3).layout == "driver"  # small job, one node
+    assert plan_resources(config, 2, 0, 5_001, 4096, 96 * 72 * 3).layout == "actors"
+    assert plan_resources(config, 2, 0, 100, 4096, 96 * 72 * 3, nodes=2).layout == "actors"
+    driver = plan_resources(config, 2, 0, 3_000, 4096, 96 * 72 * 3)
+    assert (driver.num_actors, driver.threads_per_actor, driver.decode_tasks) == (0, 2, 1)
     laptop = plan_resources(config, 2, 0, 10_000, 4096, 96 * 72 * 3)
+    assert laptop.layout == "actors"
     assert not laptop.use_gpu and laptop.num_actors == 2 and laptop.threads_per_actor == 1
     assert laptop.decode_tasks == 1 and laptop.decode_cpus == 1 and laptop.actor_cpus == 0.5
     assert laptop.rows_per_part == 1250  # 1/8 of the images (< 64 MB)
@@ -22,12 +28,13 @@ def test_resource_plans_follow_the_cluster():
     assert cpus16.threads_per_actor == 1 and cpus16.num_actors == 16 and cpus16.decode_tasks == 4
     assert cpus16.actor_cpus == 0.75
     assert cpus16.rows_per_part == 512
-    one_cpu = plan_resources(config, 1, 0, 100, 64, 100)
+    actors = config.model_copy(update={"layout": "actors"})
+    one_cpu = plan_resources(actors, 1, 0, 100, 64, 100)
     assert (one_cpu.num_actors, one_cpu.actor_cpus, one_cpu.decode_cpus) == (1, 0.5, 0.5)
-    threads = plan_resources(config.model_copy(update={"threads_per_actor": 2}), 8, 0, 100, 64, 100)
+    threads = plan_resources(actors.model_copy(update={"threads_per_actor": 2}), 8, 0, 100, 64, 100)
     assert (threads.num_actors, threads.decode_tasks, threads.actor_cpus) == (4, 2, 1.5)
     with pytest.raises(ValueError, match="no CPU for decoding"):
-        plan_resources(config.model_copy(update={"num_actors": 2, "actor_cpus": 1}), 2, 0, 100, 64, 100)
+        plan_resources(actors.model_copy(update={"num_actors": 2, "actor_cpus": 1}), 2, 0, 100, 64, 100)
     with pytest.raises(ValueError, match="no GPU"):
         plan_resources(config.model_copy(update={"use_gpu": True}), 2, 0, 100, 64, 100)
 

@@ -18,10 +18,12 @@ reported apart). Ray's workers run at niceness 0 like the plain loop (Ray's defa
 machine shared with other work the comparison is not decided by scheduling priority. Two figures per
 run: end to end (wall time from model file and dataset path to the committed store; for Ray this
 includes starting the actor processes, which import torch and load the model), and after start-up (the
-plain loop's decode + model loop alone; Ray's images between its first and last part). Models: the tiny
-backbone on the first --images of the pitts250k city (64x48 px; decoding is a large share of the work),
-and ImageNet EfficientNet-Lite0 on the first --heavy-images of the small city (160x120 px; the model
-dominates), both with NetVLAD. Also reported: the CPU time per image of each (this process and all it
+plain loop's decode + model loop alone; Ray's images between its first and last part). The pipeline runs
+with its automatic plan ("ray") and, for the comparison of layouts, with each layout forced
+(--layouts: "ray_actors", "ray_driver"). Workloads (WORKLOADS, --workloads): the tiny backbone on 60,000
+images of the pitts250k city (64x48 px; decoding is a large share of the work), ImageNet EfficientNet-Lite0
+on 3,000 images of the small city (160x120 px) and on 30,000 of the pitts30k city (96x72 px), and VGG16
+(conv5_3) at 480x640 on 200 small-city images upscaled, all with NetVLAD. Also reported: the CPU time per image of each (this process and all it
 started, Ray's daemons and workers included: a figure the machine's other load hardly moves; their
 quotient is the "CPU efficiency", 1.0 when Ray spends no extra CPU per image), and the largest difference
 between the two sets of descriptors.
@@ -29,7 +31,8 @@ between the two sets of descriptors.
 Cities are generated under <tmp>/sare_extract_bench/ when missing (generation time reported apart).
 
     .venv/bin/python benchmarks/extract_throughput.py                     # both parts
-    .venv/bin/python benchmarks/extract_throughput.py --skip-big --rounds 2
+    .venv/bin/python benchmarks/extract_throughput.py --skip-big --workloads efficientnet_lite0_3k \
+        efficientnet_lite0_30k --rounds 3
 
 Results: results/extract_throughput.json (and a summary on stdout); a part skipped with --skip-big or
 --skip-ratio keeps its earlier entry there (each part records the command and machine it ran with).
@@ -70,6 +73,16 @@ MODELS = {
     "tiny": {"backbone": "tiny", "num_clusters": 64},
     "efficientnet_lite0": {"backbone": "efficientnet_lite0", "weights": "imagenet", "num_clusters": 16,
                            "reduction_dim": 64},
+    # VGG16 cut at conv5_3 + NetVLAD 64 at the paper's input size (random weights: the same compute, no download)
+    "vgg16_480x640": {"backbone": "vgg16", "weights": "none", "num_clusters": 64, "whitening_dim": None,
+                      "image_size": [480, 640]},
+}
+# Ratio part workloads: name -> (model, city preset, images: the first rows of the city's manifest).
+WORKLOADS = {
+    "tiny_60k": ("tiny", "pitts250k", 60_000),
+    "efficientnet_lite0_3k": ("efficientnet_lite0", "small", 3_000),
+    "efficientnet_lite0_30k": ("efficientnet_lite0", "pitts30k", 30_000),
+    "vgg16_480x640_200": ("vgg16_480x640", "small", 200),
 }
 BIG_MODEL = {"backbone": "tiny", "num_clusters": 64}
 
@@ -336,18 +349,19 @@ class MemorySampler:
                 "private_rss_gib_by_process_at_peak": self.at_peak}
 
 
-def ratio_part(args, work: str, generation: float | None) -> dict:
+def ratio_part(args, work: str, generation: dict) -> dict:
     folder = os.path.join(work, "ratio")
     os.makedirs(folder)
-    cities = {"tiny": (args.big_preset, city_dir(args.big_dir, args.big_preset, args.seed)),
-              "efficientnet_lite0": (args.ratio_preset, city_dir(args.city_dir, args.ratio_preset, args.seed))}
-    images = {"tiny": args.images, "efficientnet_lite0": args.heavy_images}
-    datasets = {name: subset_manifest(os.path.join(cities[name][1], "manifest.parquet"), images[name], None,
-                                      tempfile.mkdtemp(dir=folder)) for name in args.models}
-    out: dict = {"datasets": {n: f"first {images[n]} images of the {cities[n][0]} city's manifest.parquet (seed "
-                              f"{args.seed}, generator {GENERATOR_VERSION})" for n in args.models},
-                 "generation_seconds": generation, "models": {}}
-    specs = {name: write_model_yaml(folder, name, MODELS[name]) for name in args.models}
+    datasets, specs, described = {}, {}, {}
+    for name in args.workloads:
+        model, preset, images = WORKLOADS[name]
+        city = city_dir(args.big_dir if preset == args.big_preset else None, preset, args.seed)
+        datasets[name] = subset_manifest(os.path.join(city, "manifest.parquet"), images, None,
+                                         tempfile.mkdtemp(dir=folder))
+        specs[name] = write_model_yaml(folder, model, MODELS[model])
+        described[name] = (f"{model} on the first {images} images of the {preset} city's manifest.parquet "
+                           f"(seed {args.seed}, generator {GENERATOR_VERSION})")
+    out: dict = {"datasets": described, "generation_seconds": generation, "models": {}}
     # Warm-up: the first Ray Data run starts worker processes; the first plain loop loads libraries.
     for name, spec in specs.items():
         warm = subset_manifest(datasets[name], 64, None, tempfile.mkdtemp(dir=folder))
@@ -408,7 +422,7 @@ def ratio_part(args, work: str, generation: float | None) -> dict:
                      timings["plain"]["load_avg_1m"])
             rounds.append(timings)
         out["models"][name] = {
-            "config": MODELS[name], "rounds": rounds,
+            "config": MODELS[WORKLOADS[name][0]], "rounds": rounds,
             "median_plain_images_per_s": statistics.median(t["plain"]["images_per_s"] for t in rounds),
             "median_plain_1_thread_images_per_s": statistics.median(t["plain_1_thread"]["images_per_s"]
                                                                     for t in rounds) if not args.no_single_thread else None,
@@ -455,14 +469,9 @@ def big_part(args, work: str, generation: float | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--city-dir", help="ratio part: city folder (default "
-                        "<tmp>/sare_extract_bench/<preset>_seed<seed>, generated when missing)")
-    parser.add_argument("--ratio-preset", default="small")
-    parser.add_argument("--images", type=int, default=60000, help="ratio part, tiny model: images (the first "
-                        "rows of the --big-preset city's manifest, 64x48 pixels)")
-    parser.add_argument("--heavy-images", type=int, default=9100, help="ratio part, EfficientNet: images (the "
-                        "first rows of the --ratio-preset city's manifest, 160x120 pixels)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS),
+                        help="ratio part: model x images (WORKLOADS); cities are generated under "
+                        "<tmp>/sare_extract_bench/<preset>_seed<seed> when missing")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--layouts", nargs="*", default=["actors", "driver"], choices=["actors", "driver"],
                         help="also run the pipeline with each of these layouts forced (besides the automatic plan)")
@@ -489,12 +498,11 @@ def main(argv: list[str] | None = None) -> int:
                     "load_avg_at_start": os.getloadavg()},
     }
     # Cities first, so that generating them (minutes) never overlaps a timed run.
-    # The big city is needed by the scale part, and by the ratio part's tiny model (its first --images).
-    small_generation = None if args.skip_ratio else ensure_city(
-        city_dir(args.city_dir, args.ratio_preset, args.seed), args.ratio_preset, args.seed)
-    needs_big = not args.skip_big or (not args.skip_ratio and "tiny" in args.models)
-    big_generation = (ensure_city(city_dir(args.big_dir, args.big_preset, args.seed), args.big_preset, args.seed)
-                      if needs_big else None)
+    presets = set() if args.skip_ratio else {WORKLOADS[w][1] for w in args.workloads}
+    presets |= set() if args.skip_big else {args.big_preset}
+    generation = {preset: ensure_city(city_dir(args.big_dir if preset == args.big_preset else None, preset,
+                                               args.seed), preset, args.seed) for preset in sorted(presets)}
+    big_generation = generation.get(args.big_preset)
     # Ray starts its workers at niceness 15; the plain loop runs at 0. On a machine that also runs other
     # work that difference alone would decide the comparison, so this Ray instance's workers run at 0 too.
     os.environ["RAY_worker_niceness"] = "0"
@@ -507,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_big:
             results["pitts250k"] = big_part(args, work, big_generation)
         if not args.skip_ratio:
-            results["ratio"] = ratio_part(args, work, {"small": small_generation, "big": big_generation})
+            results["ratio"] = ratio_part(args, work, generation)
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)

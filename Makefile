@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= cpu,dev
 
-.PHONY: install demo test test-fast lint bench lock clean
+.PHONY: install browser demo test test-fast lint bench lock clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 demo: install
 	$(VENV)/bin/sare demo
 
-test: install
+# Debian's chromium and its driver, for the browser test of `sare serve`: installed when missing, as root where
+# apt-get exists (CI); elsewhere the test is skipped and this says how to get it.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium / chromedriver missing: the browser test of sare serve will be skipped (make browser as root)"; fi
+
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install

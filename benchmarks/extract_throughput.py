@@ -524,12 +524,17 @@ def main(argv: list[str] | None = None) -> int:
         if part in results:
             results[part]["command"] = results["command"]
             results[part]["machine"] = results["machine"]
-    if os.path.isfile(args.out):  # a part skipped in this run keeps its figures from an earlier run
+    if os.path.isfile(args.out):  # a part or workload skipped in this run keeps its figures from an earlier run
         with open(args.out) as f:
             previous = json.load(f)
         for part in ("pitts250k", "ratio"):
             if part not in results and part in previous:
                 results[part] = previous[part]
+        if "ratio" in previous and "ratio" in results and results["ratio"] is not previous["ratio"]:
+            for name, model in previous["ratio"].get("models", {}).items():
+                if name not in results["ratio"]["models"]:
+                    results["ratio"]["models"][name] = model
+                    results["ratio"]["datasets"][name] = previous["ratio"]["datasets"].get(name)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

@@ -23,6 +23,9 @@ COMMAND_MODULES = (
     "pipelines.explain.cli",
     "pipelines.train.cli",
     "pipelines.tune.cli",
+    "pipelines.index.cli",
+    "pipelines.locate.cli",
+    "pipelines.serve.cli",
     "pipelines.demo.cli",
 )
 

@@ -76,7 +76,7 @@ def read_yaml_mapping(path: str | Path, section: str | None = None) -> dict:
     try:
         loaded = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ValueError(f"{path}: the top level must be a mapping of config fields")
     loaded = loaded or {}

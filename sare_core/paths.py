@@ -42,6 +42,18 @@ def make_dirs(directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
 
 
+def list_names(directory: str) -> list[str]:
+    """The names of the entries directly in `directory` ([] when it does not exist), sorted."""
+    if not is_remote(directory):
+        return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    fs, _, (root,) = fsspec.get_fs_token_paths(directory)
+    fs.invalidate_cache(root)
+    try:
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    except FileNotFoundError:
+        return []
+
+
 def exists(path: str) -> bool:
     fs, _, paths = fsspec.get_fs_token_paths(path)
     return fs.exists(paths[0])

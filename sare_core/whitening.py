@@ -1,4 +1,4 @@
-"""PCA whitening of global descriptors, and truncation to fewer dimensions.
+"""PCA whitening of global descriptors (truncation to fewer dimensions: `sare_core.descriptors.truncate`).
 
 Fitted on training database descriptors (the NetVLAD recipe): centre on their mean, project on the top k
 principal directions, divide each by the square root of its eigenvalue (whitening), then L2-normalise.
@@ -72,14 +72,3 @@ def fit_pca_whitening(descriptors, dim: int, whiten: bool = True, eps: float = 1
     variances = evals / max(n - 1, 1)
     projection = directions / (variances + eps).sqrt() if whiten else directions
     return PCAWhitening(mean, projection)
-
-
-def truncate(descriptors, k: int):
-    """First k elements of each (N, D) descriptor, re-L2-normalised: the seed's recipe for smaller
-    embeddings after PCA (its leading components carry the most variance). Returns the input's type."""
-    is_tensor = torch.is_tensor(descriptors)
-    x = descriptors if is_tensor else torch.as_tensor(np.asarray(descriptors))
-    if x.dim() != 2 or not 1 <= k <= x.shape[1]:
-        raise ValueError(f"truncate: need (N, D) descriptors and 1 <= k <= D, got {tuple(x.shape)} and k={k}")
-    out = F.normalize(x[:, :k], p=2, dim=1)
-    return out if is_tensor else out.numpy()

@@ -93,3 +93,27 @@ def tiny_city(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_city")
     generate_city(str(out), "tiny", seed=0, workers=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def indexed_tiny_city(tiny_city, tmp_path_factory, ray_local):
+    """A tiny model (seeded), its descriptor store of the tiny city's test split, a flat index over it,
+    and the split: what `sare locate` and `sare serve` tests work on."""
+    import torch
+
+    from pipelines.cli import main
+    from sare_core.data.sources import open_splits
+    from sare_core.models.config import ModelConfig
+    from sare_core.models.embedding import build_model
+    from sare_core.models.io import save_model
+
+    work = tmp_path_factory.mktemp("indexed_city")
+    torch.manual_seed(0)
+    model = str(work / "model.pt")
+    save_model(model, build_model(ModelConfig(backbone="tiny", num_clusters=8, whitening_dim=None,
+                                              image_size=(72, 96))))
+    store, index = str(work / "store"), str(work / "index")
+    assert main(["extract", "--dataset", str(tiny_city / "manifest.parquet"), "--model", model, "--out", store,
+                 "--splits", "test", "--no-progress"]) == 0
+    assert main(["index", "build", "--store", store, "--out", index]) == 0
+    return work, model, index, open_splits(str(tiny_city / "manifest.parquet"))["test"]

@@ -126,19 +126,21 @@ def read_inputs(cfg: ConvertConfig) -> list[PlaceDataset]:
     return [dataclasses.replace(d, **overrides) for d in datasets] if overrides else datasets
 
 
-def require_images(datasets: list[PlaceDataset], decode: bool = False) -> None:
-    """Raise ValueError (count and first paths) when any image of `datasets` is missing or unreadable."""
+def require_images(datasets: list[PlaceDataset], decode: bool = False, source: str = "") -> None:
+    """Raise ValueError naming `source` and its field 'path' (count and first paths) when any image of
+    `datasets` is missing or unreadable."""
     paths = [p for d in datasets for p in (*d.db_paths, *d.q_paths)]
     report = check_images(paths, decode=decode)
     log.info("checked %d images: %s", report.checked, report.summary())
-    report.raise_if_bad()
+    if not report.ok:
+        raise ValueError(f"{source}: field 'path': {report.summary()}" if source else report.summary())
 
 
 def convert(cfg: ConvertConfig) -> list[PlaceDataset]:
     """Read the inputs, optionally check their images, write the manifest; returns the datasets written."""
     datasets = read_inputs(cfg)
     if cfg.check_images:
-        require_images(datasets, cfg.decode_images)
+        require_images(datasets, cfg.decode_images, source=", ".join(cfg.inputs))
     write_manifest(cfg.out, datasets)
     return datasets
 

@@ -42,6 +42,8 @@ class DemoConfig(BaseModel):
     train: TrainConfig
     eval_ns: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 10])
     extract: ExtractSettings = Field(default_factory=ExtractSettings)
+    locate_photos: int = Field(5, ge=0, description="test photos located at the end (`sare locate`) and printed "
+                               "with where they really were")
 
     @model_validator(mode="before")
     @classmethod
@@ -96,6 +98,37 @@ def _extract(config: DemoConfig, manifest: str, model_path: str, store: str, spl
                               splits=[split]))
 
 
+def _locate_some(config: DemoConfig, model_path: str, store: str, split: str, data, out: str) -> list[dict]:
+    """Index the trained model's test database and locate a few test photos (`sare index build` and `sare
+    locate`); prints where each was placed against where it was taken. Returns one row per photo."""
+    if not config.locate_photos or data is None:
+        return []
+    import numpy as np
+
+    from ..index.build import IndexBuildConfig
+    from ..index.build import run as build_index
+    from ..locate.locate import LocateConfig
+    from ..locate.locate import run as locate
+
+    index = os.path.join(out, "index")
+    build_index(IndexBuildConfig(store=store, out=index, split=split))
+    rows = np.sort(np.random.default_rng(config.seed).choice(data.num_q, min(config.locate_photos, data.num_q),
+                                                             replace=False))
+    results = locate(LocateConfig(model=model_path, index=index, photos=[data.q_paths[i] for i in rows],
+                                  truth=[tuple(map(float, data.q_utm[i])) for i in rows],
+                                  out=os.path.join(out, "located")))
+    print(f"where {len(results)} test photos were taken (sare locate, index of the trained model's test database):")
+    print(f"{'photo':<28} {'placed at (E, N) m':>22} {'spread':>7} {'really at (E, N) m':>22} {'error':>8}")
+    rows_out = []
+    for r in results:
+        p, t = r["position"], r["truth"]
+        print(f"{os.path.basename(r['photo']):<28} {p['utm_east']:>11.1f}{p['utm_north']:>11.1f} {p['spread']:>7.1f} "
+              f"{t['utm_east']:>11.1f}{t['utm_north']:>11.1f} {r['error']:>7.1f}m")
+        rows_out.append({"photo": r["photo"], "position": p, "truth": t, "error_m": r["error"]})
+    print(f"sheets: {os.path.join(out, 'located', 'locate.html')}")
+    return rows_out
+
+
 def run(config: DemoConfig) -> dict:
     from sare_core.models.io import load_model, save_model
     from sare_core.training.fitting import fit_whitening
@@ -140,7 +173,10 @@ def run(config: DemoConfig) -> dict:
         images_root=os.path.dirname(manifest), seed=config.seed,
     )
     results = evaluate.run(eval_config)
-    stage_done("evaluation and report", mark)
+    mark = stage_done("evaluation and report", mark)
+    located = _locate_some(config, trained.model_path, stores["trained"], split, splits.get(split), out)
+    if config.locate_photos:
+        stage_done(f"index and locate {config.locate_photos} photos", mark)
     minutes = (time.perf_counter() - started) / 60
     summary = {
         "minutes": minutes,
@@ -148,6 +184,7 @@ def run(config: DemoConfig) -> dict:
         "recall@1": {n: r.recalls[1] for n, r in results.items()},
         "gain_recall@1": results["trained"].recalls[1] - results["off-the-shelf"].recalls[1],
         "best_epoch": trained.best_epoch,
+        "located": located,
         "outputs": {"eval": eval_config.out_dir, "training_curves": os.path.join(trained.run_dir, "training_curves.png"),
                     "model": trained.model_path},
     }

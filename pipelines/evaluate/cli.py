@@ -40,7 +40,7 @@ def _manifest_cmd(args: argparse.Namespace) -> int:
             data[key] = value
     if args.ns:
         data["ns"] = [int(n) for n in args.ns.split(",")]
-    evaluation = {k: getattr(args, k) for k in ("search_mode", "map_k") if getattr(args, k) is not None}
+    evaluation = {k: getattr(args, k) for k in ("search_mode", "map_k", "truncate") if getattr(args, k) is not None}
     if evaluation:
         data["evaluation"] = evaluation
     config = load_config(ManifestEvalConfig, args.config, list(args.set), base=data)
@@ -62,7 +62,7 @@ def _eval_cmd(args: argparse.Namespace) -> int:
     models = _models_from_args(args)
     if models:
         data["models"] = models
-    for key in ("out_dir", "split", "search_mode", "images_root", "radius", "map_k"):
+    for key in ("out_dir", "split", "search_mode", "images_root", "radius", "map_k", "truncate"):
         value = getattr(args, key)
         if value is not None:
             data[key] = value
@@ -100,7 +100,9 @@ def register(subparsers) -> None:
     p.add_argument("--ns", help="comma-separated N values (default 1,2,3,4,5,10)")
     p.add_argument("--radius", type=float, help="positives within this distance: metres, or frames when utm_east "
                    "is a frame index (default: the store's / manifest split's pos_dist_thr, else 25)")
-    p.add_argument("--map-k", dest="map_k", type=int)
+    p.add_argument("--map-k", dest="map_k", type=int, help="mAP@k (label datasets: default 100)")
+    p.add_argument("--truncate", type=int, metavar="K", help="score each descriptor's first K elements, "
+                   "re-L2-normalised (smaller descriptors, e.g. from a 4096-dim whitening)")
     p.add_argument("--split", help="split to evaluate (with --manifest, default: its only split, else test, "
                    "else val)")
     p.add_argument("--search-mode", dest="search_mode", help="auto|flat|cpu_shards|gpu_shards|stream|ray")

@@ -52,6 +52,8 @@ class SearchSettings(BaseModel):
     ray_shards: int = Field(0, ge=0, description="shards for search_mode=ray (0: one per store part)")
     memory_budget_gb: float | None = Field(None, gt=0)
     report_queries: int = Field(12, ge=0)
+    truncate: int | None = Field(None, ge=1, description="score each descriptor's first K elements, "
+                                 "re-L2-normalised (smaller descriptors from PCA-whitened ones)")
     seed: int = 0
 
 
@@ -75,7 +77,8 @@ class EvalConfig(SearchSettings):
         return sorted(set(ns))
 
 
-def _ray_search(queries: np.ndarray, store: DescriptorStore, k: int, split: str | None, shards: int) -> SearchResult:
+def _ray_search(queries: np.ndarray, store: DescriptorStore, k: int, split: str | None, shards: int,
+                truncate: int | None = None) -> SearchResult:
     from .ray_search import Shard, ray_sharded_search
 
     parts = [p for p in store.parts if p.kind == "descriptors" and p.rows("database", split) > 0]
@@ -86,16 +89,19 @@ def _ray_search(queries: np.ndarray, store: DescriptorStore, k: int, split: str 
         rows = sum(parts[i].rows("database", split) for i in group)
         if rows == 0:
             continue
-        shard_list.append(Shard(functools.partial(_load_parts, store.uri, names, split), offset))
+        shard_list.append(Shard(functools.partial(_load_parts, store.uri, names, split, truncate), offset))
         offset += rows
     return ray_sharded_search(queries, shard_list, k)
 
 
-def _load_parts(uri: str, part_names: list[str], split: str | None) -> np.ndarray:
+def _load_parts(uri: str, part_names: list[str], split: str | None, truncate: int | None = None) -> np.ndarray:
+    from sare_core.descriptors import truncate as truncate_descriptors
+
     store = open_store(uri)
     chunks = [b.descriptors for b in store.iter_batches(role="database", split=split, columns=["descriptor"],
                                                           parts=part_names)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, store.dim), np.float32)
+    database = np.concatenate(chunks) if chunks else np.zeros((0, store.dim), np.float32)
+    return truncate_descriptors(database, truncate) if truncate and len(database) else database
 
 
 def evaluate_model(entry: ModelStores, config: EvalConfig) -> StoreScore:
@@ -103,11 +109,11 @@ def evaluate_model(entry: ModelStores, config: EvalConfig) -> StoreScore:
     search = None
     if config.search_mode == "ray":
         def search(queries, db_store, k):
-            return _ray_search(queries, db_store, k, config.split, config.ray_shards)
+            return _ray_search(queries, db_store, k, config.split, config.ray_shards, config.truncate)
     budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
     return score_stores(entry.name, entry.database, entry.queries, ns=config.ns, split=config.split,
                         radius=config.radius, map_k=config.map_k, search_mode=config.search_mode,
-                        memory_budget_bytes=budget, search=search)
+                        memory_budget_bytes=budget, search=search, truncate=config.truncate)
 
 
 def _sample_report_rows(config: EvalConfig, detail: StoreScore) -> list[dict]:

@@ -18,7 +18,7 @@ def _extract_cmd(args: argparse.Namespace) -> int:
     from .pipeline import run
 
     values = {"dataset": args.dataset, "model": args.model, "out": args.out, "splits": args.splits or None,
-              "progress_bars": False if args.no_progress else None}
+              "progress_bars": False if args.no_progress else None, "truncate": args.truncate}
     config = load_config(ExtractConfig, args.config, args.set, base=values, section="extract")
     result = run(config)
     print(result.summary())
@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="YAML with ExtractConfig fields (or an extract: section)")
     p.add_argument("--splits", nargs="+", help="only these splits (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
+    p.add_argument("--truncate", type=int, metavar="K", help="store each descriptor's first K elements, "
+                   "re-L2-normalised")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. batch_size=64, num_actors=2, max_failure_fraction=0.05")
     p.set_defaults(func=_extract_cmd)

@@ -29,6 +29,8 @@ class ExtractSettings(BaseModel):
                                    "(default: images_root)")
     dataset_name: str | None = Field(None, description="recorded in the store (default: '<folder>/<file>')")
     dtype: Literal["float32", "float16"] = "float32"
+    truncate: int | None = Field(None, ge=1, description="store each descriptor's first K elements, "
+                                 "re-L2-normalised (sare_core.descriptors.truncate)")
 
     ray_address: str | None = Field(None, description="Ray cluster to join (default: RAY_ADDRESS, or a local one)")
     use_gpu: bool | None = Field(None, description="default: when the cluster has GPUs")

@@ -42,11 +42,13 @@ class ImageEmbedder:
     memory format under `torch.autocast` (float16) when `mixed_precision`, and descriptors are
     re-normalised in float32. On the CPU: float32 throughout, `threads` torch threads.
     Rows are grouped by image size (images of one size form one batch); a batch the model fails on is
-    retried image by image, and an image that still fails gets an error instead of a descriptor.
+    retried image by image, and an image that still fails gets an error instead of a descriptor. With
+    `truncate` K, descriptors keep their first K elements, re-L2-normalised.
     """
 
     def __init__(self, model, expected_hash: str | None = None, *, batch_size: int = 32, use_gpu: bool = False,
-                 mixed_precision: bool = True, channels_last: bool = True, threads: int | None = None):
+                 mixed_precision: bool = True, channels_last: bool = True, threads: int | None = None,
+                 truncate: int | None = None):
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         if not isinstance(model, (EmbeddingModel, dict)):
@@ -60,7 +62,10 @@ class ImageEmbedder:
                                f"expected {expected_hash}")
         self.device = select_device(use_gpu)
         self.preprocessor = model.preprocessor
-        self.dim = model.descriptor_dim
+        if truncate is not None and not 1 <= truncate <= model.descriptor_dim:
+            raise ValueError(f"truncate: {truncate} is not between 1 and the model's {model.descriptor_dim} dims")
+        self.truncate = truncate
+        self.dim = truncate or model.descriptor_dim
         self.batch_size = max(1, int(batch_size))
         self.mixed_precision = bool(mixed_precision) and self.device.type == "cuda"
         self.channels_last = bool(channels_last) and self.device.type == "cuda"
@@ -84,6 +89,8 @@ class ImageEmbedder:
             out = F.normalize(out.float(), p=2, dim=1)
         else:
             out = self.model(x)
+        if self.truncate is not None:
+            out = F.normalize(out.float()[:, : self.truncate], p=2, dim=1)
         return out.float().cpu().numpy()
 
     def _embed_group(self, pixels: np.ndarray, descriptors: np.ndarray, rows: list[int], errors: list[str]):

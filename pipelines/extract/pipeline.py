@@ -118,7 +118,7 @@ class ExtractResult:
 
 def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash: str, model_config: ModelConfig,
                   uri: str, metadata: StoreMetadata, task_id: str, storage_options: dict | None = None,
-                  mixed_precision: bool = True, channels_last: bool = True):
+                  mixed_precision: bool = True, channels_last: bool = True, truncate: int | None = None):
     """The Ray Data pipeline rows -> decode -> embed -> write; iterating it yields `PART_SCHEMA` rows.
     Layout "driver": rows -> decode only; iterating it yields decoded rows for the driver's model."""
     import ray
@@ -142,7 +142,7 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash
         ImageEmbedder, fn_constructor_args=(model_ref, expected_hash),
         fn_constructor_kwargs={"batch_size": plan.batch_size, "use_gpu": plan.use_gpu,
                                "mixed_precision": mixed_precision, "channels_last": channels_last,
-                               "threads": plan.threads_per_actor},
+                               "threads": plan.threads_per_actor, "truncate": truncate},
         batch_format="pyarrow", batch_size=step, compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
         num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else None, udf_modifying_row_count=False)
     return ds.map_batches(
@@ -225,7 +225,7 @@ def _embed_in_driver(ds, model, digest: str, plan: ExtractionPlan, config: Extra
     try:
         embedder = ImageEmbedder(model, digest, batch_size=plan.batch_size, use_gpu=plan.use_gpu,
                                  mixed_precision=config.mixed_precision, channels_last=config.channels_last,
-                                 threads=plan.threads_per_actor)
+                                 threads=plan.threads_per_actor, truncate=config.truncate)
         buffered = 0
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
             pending.append(embedder(batch))
@@ -293,7 +293,7 @@ def _execute(config: ExtractConfig, todo: pa.Table, model, digest: str, metadata
         model_ref = ray.put(model_payload(model)) if plan.layout == "actors" else None
         restore = _set_data_context(plan, config.progress_bars)
         ds = build_dataset(todo, plan, model_ref, digest, model.config, config.out, metadata, run_tag,
-                           storage_options, config.mixed_precision, config.channels_last)
+                           storage_options, config.mixed_precision, config.channels_last, config.truncate)
         meter = _Throughput(todo.num_rows, config.log_every_s)
         if plan.layout == "driver":
             new_parts = _embed_in_driver(ds, model, digest, plan, config, metadata, run_tag, storage_options, meter)
@@ -323,7 +323,9 @@ def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractRe
 
     model = load_model_spec(config.model, config.seed)
     digest = model_hash(model)
-    dim = model.descriptor_dim
+    dim = config.truncate or model.descriptor_dim
+    if config.truncate is not None and config.truncate > model.descriptor_dim:
+        raise ValueError(f"truncate: {config.truncate} exceeds the model's {model.descriptor_dim} dims")
     splits = open_dataset(config.dataset, config.images_root, config.query_root)
     all_rows = image_rows(splits, config.images_root or dataset_root(config.dataset))
     rows = select_rows(all_rows, config.splits, config.roles)

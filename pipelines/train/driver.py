@@ -88,7 +88,8 @@ def scaling_config(config: TrainConfig, cluster_resources: dict):
 
 
 def torch_trainer(config: TrainConfig, initial_path: str, run_config):
-    """The TorchTrainer of a run: `pipelines.train.worker.train_loop_per_worker` on each worker."""
+    """The TorchTrainer of a run: `pipelines.train.worker.train_loop_per_worker` on each worker (which
+    resumes from the run's latest checkpoint, if any)."""
     import ray
     from ray.train.torch import TorchTrainer
 
@@ -103,7 +104,9 @@ def torch_trainer(config: TrainConfig, initial_path: str, run_config):
 
 
 def fit_with_ray(config: TrainConfig, initial_path: str):
-    """Run the TorchTrainer; rerunning the same name/storage_path resumes from its last checkpoint."""
+    """Run the TorchTrainer. Rerunning the same name/storage_path resumes from the run's last checkpoint,
+    whether the earlier run finished or its driver was killed (the workers look at the checkpoint folders
+    under the run, not only at Ray Train's bookkeeping of them)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
     ray_session.connect()
@@ -130,11 +133,6 @@ def best_epoch(history: list[dict], select_n: int) -> int:
     if not trained:
         raise RuntimeError("training reported no trained epoch")
     return max(trained, key=lambda h: (h.get(key, -1.0), -h["epoch"]))["epoch"]
-
-
-def _checkpoints_by_epoch(result) -> dict:
-    """{epoch: Ray Checkpoint} of a finished TorchTrainer run."""
-    return {int(metrics.get("epoch", 0)): checkpoint for checkpoint, metrics in result.best_checkpoints}
 
 
 def plot_training_curves(history: list[dict], path: str, select_n: int) -> None:
@@ -169,7 +167,7 @@ def plot_training_curves(history: list[dict], path: str, select_n: int) -> None:
 def run(config: TrainConfig) -> TrainResult:
     """Train, pick the best epoch on validation, fit whitening, save model.pt; prints the validation table."""
     from sare_core.models.io import save_model
-    from sare_core.training.checkpoint import model_from_checkpoint, read_checkpoint
+    from sare_core.training.checkpoint import checkpoints_by_epoch, model_from_checkpoint, read_checkpoint
     from sare_core.training.fitting import fit_whitening
 
     config = config.model_copy(update={key: absolute(getattr(config, key))
@@ -179,13 +177,13 @@ def run(config: TrainConfig) -> TrainResult:
     directory = run_dir(config)
     make_dirs(directory)
     initial_path = ensure_initial_model(config, train, join(directory, "initial_model.pt"))
-    result = fit_with_ray(config, initial_path)
-    checkpoints = _checkpoints_by_epoch(result)
-    with checkpoints[max(checkpoints)].as_directory() as last:
-        history = read_checkpoint(last)["history"]
+    fit_with_ray(config, initial_path)
+    checkpoints = checkpoints_by_epoch(directory)
+    if not checkpoints:
+        raise RuntimeError(f"{directory}: training finished without a checkpoint")
+    history = read_checkpoint(checkpoints[max(checkpoints)])["history"]
     chosen = best_epoch(history, config.select_n)
-    with checkpoints[chosen].as_directory() as best_dir:
-        model = model_from_checkpoint(best_dir)
+    model = model_from_checkpoint(checkpoints[chosen])
     fit_whitening(model, train.db_paths, config.model.whitening_dim, config.whitening_images, config.seed,
                   config.extract_batch_size)
     model_path = join(directory, "model.pt")

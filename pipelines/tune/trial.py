@@ -38,4 +38,4 @@ def run_trial(params: dict, sweep: dict) -> None:
         ),
         callbacks=[TuneReportCallback()],
     )
-    torch_trainer(train, initial_path, run_config).fit()
+    torch_trainer(train, initial_path, run_config).fit()  # a restarted trial resumes from its last checkpoint

@@ -85,6 +85,13 @@ def _relative(image: str, base: str) -> str:
     return os.path.relpath(image, base).replace(os.sep, "/") if inside else image
 
 
+def _escapes(stored: str) -> bool:
+    """Whether a relative stored path leaves the folder it is relative to (a '..' that climbs out)."""
+    if is_remote(stored) or os.path.isabs(stored) or posixpath.isabs(stored):
+        return False
+    return posixpath.normpath(stored.replace("\\", "/")).split("/")[0] == ".."
+
+
 def _resolve(stored: str, base: str) -> str:
     if is_remote(stored) or os.path.isabs(stored):
         return stored
@@ -285,12 +292,18 @@ def read_manifest_splits(
         utm = np.stack([column_floats(table, "utm_east", path), column_floats(table, "utm_north", path)], axis=1)
         bad = np.flatnonzero(~np.isfinite(utm).all(axis=1))
         if len(bad):
-            raise ValueError(f"{path}: fields 'utm_east'/'utm_north' are NaN or missing in rows {rows_text(bad)}")
+            what = "infinite" if np.isinf(utm[bad]).any() and not np.isnan(utm[bad]).any() else "NaN, infinite or missing"
+            raise ValueError(f"{path}: fields 'utm_east'/'utm_north' are {what} in rows {rows_text(bad)}")
     else:
         labels = column_ints(table, "label", path)
     positives_col = table.column("positives").to_pylist() if "positives" in table.column_names else None
 
     base = _base_dir(path)
+    escaping = [i for i, p in enumerate(paths) if _escapes(p)]
+    if escaping:
+        raise ValueError(f"{path}: field 'path' climbs out of the manifest's folder ('..') in rows "
+                         f"{rows_text(np.array(escaping))}: {paths[escaping[0]]!r}; give an absolute path (or URI) "
+                         f"for an image outside it")
     stem = posixpath.basename(path).rsplit(".", 1)[0]
     out: dict[str, PlaceDataset] = {}
     for split in [s for s in (*SPLITS, "") if (splits == s).any()]:

@@ -77,7 +77,7 @@ def plot_recall_curves(rows: Mapping[str, Mapping[int, float]], path: str, title
         f.write(buffer.getvalue())
 
 
-def _thumbnail(path: str, max_side: int = 160) -> str | None:
+def thumbnail_data_uri(path: str, max_side: int = 160) -> str | None:
     """A base64 JPEG data URI of the image, or None when it cannot be read."""
     from PIL import Image
 
@@ -93,7 +93,7 @@ def _thumbnail(path: str, max_side: int = 160) -> str | None:
 
 
 def _cell(label: str, path: str | None, css: str) -> str:
-    uri = _thumbnail(path) if path else None
+    uri = thumbnail_data_uri(path) if path else None
     img = f'<img src="{uri}" alt="{html.escape(label)}">' if uri else '<div class="missing">no image</div>'
     return f'<td class="{css}">{img}<div class="cap">{html.escape(label)}</div></td>'
 

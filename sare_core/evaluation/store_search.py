@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..descriptors import truncate as truncate_descriptors
 from ..store import DescriptorStore
 from .search import SearchResult, available_memory_bytes, knn_search, knn_search_stream, num_gpus
 
@@ -44,18 +45,24 @@ def read_rows(store: DescriptorStore, role: str, split: str | None = None) -> St
     )
 
 
-def read_descriptors(store: DescriptorStore, role: str, split: str | None = None, batch_size: int = 4096) -> np.ndarray:
-    """(n, D) float32 descriptors of one role, filled into one preallocated array (peak = its size + a batch)."""
+def read_descriptors(store: DescriptorStore, role: str, split: str | None = None, batch_size: int = 4096,
+                     truncate: int | None = None) -> np.ndarray:
+    """(n, D) float32 descriptors of one role, filled into one preallocated array (peak = its size + a batch);
+    with `truncate` K, each row's first K elements re-L2-normalised, (n, K)."""
     n = store.num_rows(role=role, split=split)
-    out = np.empty((n, store.dim), dtype=np.float32)
+    out = np.empty((n, truncate or store.dim), dtype=np.float32)
     filled = 0
     for batch in store.iter_batches(role=role, split=split, columns=["descriptor"], batch_size=batch_size):
-        out[filled : filled + len(batch)] = batch.descriptors
+        out[filled : filled + len(batch)] = _truncated(batch.descriptors, truncate)
         filled += len(batch)
     if filled != n:
         raise ValueError(f"{store.uri}: manifest counts {n} {role} rows but {filled} were read")
     pa.default_memory_pool().release_unused()  # hand the read buffers back, so only `out` stays resident
     return out
+
+
+def _truncated(descriptors: np.ndarray, k: int | None) -> np.ndarray:
+    return descriptors if k is None else truncate_descriptors(descriptors, k)
 
 
 def resolve_mode(store: DescriptorStore, mode: str, split: str | None, memory_budget_bytes: int | None) -> str:
@@ -79,16 +86,18 @@ def search_store(
     memory_budget_bytes: int | None = None,
     batch_size: int = 65536,
     num_shards: int = 2,
+    truncate: int | None = None,
 ) -> SearchResult:
-    """Exact top-k database rows (in the store's iteration order, as `read_rows`) for (M, D) queries."""
+    """Exact top-k database rows (in the store's iteration order, as `read_rows`) for (M, D) queries (with
+    `truncate` K: the database truncated to K dims as it is read; the queries must already be)."""
     mode = resolve_mode(db_store, mode, split, memory_budget_bytes)
     if mode == "stream":
-        batches = (b.descriptors for b in db_store.iter_batches(role="database", split=split, columns=["descriptor"],
-                                                               batch_size=batch_size))
+        batches = (_truncated(b.descriptors, truncate) for b in db_store.iter_batches(
+            role="database", split=split, columns=["descriptor"], batch_size=batch_size))
         return knn_search_stream(queries, batches, k)
     if mode == "ray":
         raise ValueError("search mode 'ray' runs in pipelines.evaluate (sare_core does not use Ray)")
-    database = read_descriptors(db_store, "database", split, batch_size)
+    database = read_descriptors(db_store, "database", split, batch_size, truncate)
     return knn_search(queries, database, k, mode=mode, num_shards=num_shards)
 
 
@@ -117,14 +126,16 @@ class StoreScore:
 
 def score_stores(name: str, database: str, queries: str | None = None, ns=(1, 5, 10, 20), split: str | None = None,
                  radius: float | None = None, map_k: int | None = None, search_mode: str = "auto",
-                 memory_budget_bytes: int | None = None, search=None) -> StoreScore:
+                 memory_budget_bytes: int | None = None, search=None, truncate: int | None = None) -> StoreScore:
     """Exact search of one model's query store against its database store (the same store when one holds
     both roles) and the metrics: Recall@N, mAP@k (label data: default k = 100), top-1 localisation error
     (UTM data). The one way stores are scored: `sare eval`, training validation and sweeps all call it.
 
     radius: positives within this distance in the stores' UTM units (default: the database store's
     provenance `pos_dist_thr`, else 25). search: optional replacement of the local search,
-    `search(queries (M, D), db_store, k) -> SearchResult` (the Ray-sharded search of `sare eval`).
+    `search(queries (M, D), db_store, k) -> SearchResult` (the Ray-sharded search of `sare eval`; it is
+    handed truncated queries and truncates the database itself). truncate: score the first K elements of
+    every descriptor, re-L2-normalised (`sare_core.descriptors.truncate`).
     """
     from ..store import open_store
     from .recall import evaluate_ranking
@@ -141,7 +152,9 @@ def score_stores(name: str, database: str, queries: str | None = None, ns=(1, 5,
     if len(db_rows.ids) == 0 or len(q_rows.ids) == 0:
         raise ValueError(f"{name}: {len(db_rows.ids)} database and {len(q_rows.ids)} query rows"
                          + (f" in split {split!r}" if split else "") + "; need both")
-    q_desc = read_descriptors(q_store, "query", split)
+    if truncate is not None and not 1 <= truncate <= db_store.dim:
+        raise ValueError(f"truncate: {truncate} is not between 1 and the stores' {db_store.dim} dims")
+    q_desc = read_descriptors(q_store, "query", split, truncate=truncate)
     radius = radius or float(db_store.metadata.provenance.get("pos_dist_thr", 25.0))
     positives = ground_truth(db_rows, q_rows, radius)
     label_data = not (db_rows.is_geographic and q_rows.is_geographic)
@@ -152,14 +165,14 @@ def score_stores(name: str, database: str, queries: str | None = None, ns=(1, 5,
         result = search(q_desc, db_store, k)
     else:
         result = search_store(q_desc, db_store, k, mode=search_mode, split=split,
-                              memory_budget_bytes=memory_budget_bytes)
+                              memory_budget_bytes=memory_budget_bytes, truncate=truncate)
     seconds = time.perf_counter() - started
     evaluation = evaluate_ranking(
         result.indices, positives, len(db_rows.ids), ns,
         q_utm=None if label_data else q_rows.utm, db_utm=None if label_data else db_rows.utm,
         map_k=map_k, search_mode=result.mode,
     )
-    evaluation.extra = {"search_seconds": seconds, "radius_m": None if label_data else radius,
+    evaluation.extra = {"search_seconds": seconds, "radius_m": None if label_data else radius, "truncate": truncate,
                         "database_store": db_store.uri, "query_store": q_store.uri,
                         "model_hash": db_store.metadata.model_hash}
     log.info("%s: %d queries x %d database in %.2f s (%s)", name, len(q_rows.ids), len(db_rows.ids), seconds,

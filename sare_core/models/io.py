@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
+import warnings
 
 import fsspec
 import torch
+from pydantic import ValidationError
 
 from ..whitening import PCAWhitening
 from .config import ModelConfig
@@ -50,13 +53,27 @@ def model_from_payload(payload: dict, source: str = "payload") -> EmbeddingModel
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{source}: saved with format version {payload['format_version']}, this code reads "
                          f"up to {FORMAT_VERSION}")
-    config = ModelConfig(**payload["config"])
+    try:
+        config = ModelConfig(**payload["config"])
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise ValueError(f"{source}: field 'config' is not a valid model config ({_first_line(exc)})") from None
     model = build_model(config, load_weights=False)
     shape = payload.get("whitening_shape")
     if shape:
         model.set_whitening(PCAWhitening(torch.zeros(shape[0]), torch.zeros(shape[0], shape[1])))
-    model.load_state_dict(payload["state_dict"], strict=True)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, KeyError) as exc:
+        mismatches = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise ValueError(f"{source}: field 'state_dict' does not fit field 'config' ("
+                         f"{mismatches[0] if mismatches else _first_line(exc)}"
+                         + (f"; {len(mismatches) - 1} more" if len(mismatches) > 1 else "") + ")") from None
     return model
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def save_model(path: str, model: EmbeddingModel, metadata: dict | None = None) -> str:
@@ -72,7 +89,15 @@ def save_model(path: str, model: EmbeddingModel, metadata: dict | None = None) -
 def load_model(path: str, map_location: str | torch.device = "cpu") -> EmbeddingModel:
     """Read a model written by `save_model` (weights_only loading; no pretrained weights are fetched)."""
     with fsspec.open(path, "rb") as f:
-        payload = torch.load(io.BytesIO(f.read()), map_location=map_location, weights_only=True)
+        data = f.read()
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses anyway
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
+        reason = _first_line(exc).split(". ")[0][:200]
+        raise ValueError(f"{path}: refused by torch.load(weights_only=True): not a saved SARE model of tensors "
+                         f"and plain values ({reason})") from None
     model = model_from_payload(payload, source=str(path))
     model.metadata = payload.get("metadata", {})
     return model

@@ -4,9 +4,10 @@
 store (resume after an interruption, extend a database) by rewriting the manifest as version + 1. Both
 check every new part before writing the manifest: it exists with the size the writer reported, its
 columns and footer fit the store (dimension, dtype, model hash, dataset), and its ids are new to the
-store. One process commits at a time: the manifest is replaced atomically, and an update fails when the
-version changed since it read the manifest, but two updates racing on an object store can still both
-pass that check (the last write wins), so let one driver commit.
+store. The manifest is written conditionally (`StoreLocation.write_bytes_if`: S3 conditional PUTs, a lock
+locally): of two writers racing on one store exactly one commit wins; the other fails with
+StoreVersionConflictError (or StoreExistsError for two first commits) and loses nothing: its parts stay
+in the store, uncommitted, and a rerun adopts them.
 
 `find_uncommitted_parts` lists the complete parts that no manifest lists (from tasks of a run that died
 before its commit), so a resumed run can commit them instead of recomputing them.
@@ -39,7 +40,6 @@ from .manifest import (
     PartInfo,
     part_kind_of,
     read_manifest,
-    write_manifest,
 )
 from .metadata import StoreMetadata, detect_git_revision, json_normalised, utc_now_iso
 from .parts import check_part, open_part, part_info_from_footer
@@ -105,7 +105,8 @@ def _check_unique(location: StoreLocation, new_ids: list[pa.ChunkedArray], old_i
 
 
 def _commit(location: StoreLocation, base: Manifest | None, parts: Iterable[PartInfo | str],
-            metadata: StoreMetadata, check_duplicates: bool, provenance: dict | None) -> Manifest:
+            metadata: StoreMetadata, check_duplicates: bool, provenance: dict | None,
+            base_tag: str | None = None) -> Manifest:
     named = _as_names(parts)
     committed = {p.name for p in base.parts + base.failures} if base is not None else set()
     again = [name for name, _ in named if name in committed]
@@ -128,13 +129,14 @@ def _commit(location: StoreLocation, base: Manifest | None, parts: Iterable[Part
     if base is None:
         manifest = Manifest(version=1, metadata=metadata, parts=new_parts, failures=new_failures, history=[record])
     else:
-        current = read_manifest(location)
-        if current.version != base.version:
-            raise StoreVersionConflictError(f"{location.uri}: manifest went from version {base.version} to "
-                                            f"{current.version} during this commit; retry on the new version")
         manifest = Manifest(version=base.version + 1, metadata=base.metadata, parts=base.parts + new_parts,
                             failures=base.failures + new_failures, history=base.history + [record])
-    write_manifest(location, manifest)
+    if not location.write_bytes_if(MANIFEST_NAME, manifest.to_json(), base_tag):
+        kept = f"this commit's {len(named)} parts stay in the store, uncommitted: rerun to adopt them"
+        if base is None:
+            raise StoreExistsError(f"descriptor store {location.uri}: another writer committed it first; {kept}")
+        raise StoreVersionConflictError(f"{location.uri}: another writer committed a new version after version "
+                                        f"{base.version} was read; {kept}")
     logger.info("committed %s version %d: +%d parts, +%d rows, +%d failures (%d rows in all)", location.uri,
                 manifest.version, record.parts_added, record.rows_added, record.failures_added,
                 manifest.num_rows())
@@ -169,11 +171,12 @@ def commit_update(uri: str | os.PathLike, parts: Iterable[PartInfo | str], *, ex
     StoreVersionConflictError unless the store is at this version (guards a read-modify-commit cycle).
     """
     location = StoreLocation.from_uri(uri, storage_options)
+    tag = location.tag(MANIFEST_NAME)  # before the content: a newer content then only causes a conflict
     base = read_manifest(location)
     if expected_version is not None and base.version != expected_version:
         raise StoreVersionConflictError(f"{location.uri}: store is at version {base.version}, "
                                         f"expected {expected_version}")
-    return _commit(location, base, parts, base.metadata, check_duplicates, provenance)
+    return _commit(location, base, parts, base.metadata, check_duplicates, provenance, base_tag=tag)
 
 
 def find_uncommitted_parts(uri: str | os.PathLike, *, storage_options: dict | None = None) -> list[PartInfo]:

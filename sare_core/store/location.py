@@ -10,10 +10,17 @@ in messages have any user:password@ part and query string removed.
 Writes are atomic per file: locally a temporary file in the same directory is fsynced then renamed over
 the final name; on an object store the whole file goes up as one object (a PUT, or a multipart upload that
 only becomes visible when completed), so a reader sees the old object, the new one, or none.
+
+Conditional writes (`write_bytes_if`), for the store's manifest: a file is created only if absent, or
+replaced only if it is still the version a writer read (its tag). On S3 these are conditional PUTs
+(If-None-Match: *, If-Match: <ETag>), so two writers racing on one store cannot both win; locally the
+check and the rename happen under an exclusive lock (fcntl) on a lock file beside the manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -115,6 +122,50 @@ class StoreLocation:
             raise
         _fsync_directory(self.root)
 
+    def tag(self, name: str) -> str | None:
+        """An opaque version tag of file `name` (S3: its ETag; locally: size and modification time in ns),
+        None when it does not exist. Read it before the content it guards."""
+        try:
+            if self.is_local:
+                st = os.stat(self.path(name))
+                return f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
+            self.fs.invalidate_cache(self.path(name))
+            return str(self.fs.info(self.path(name))["ETag"]).strip('"')
+        except FileNotFoundError:
+            return None
+
+    def write_bytes_if(self, name: str, data: bytes, expected_tag: str | None) -> bool:
+        """Create file `name` if `expected_tag` is None and it does not exist, or replace it if its tag is
+        still `expected_tag`; atomically, like `write_bytes_atomic`. False (nothing written) when the file
+        is not in the expected state: another writer got there first."""
+        if not self.is_local:
+            from botocore.exceptions import ClientError
+
+            condition = {"IfNoneMatch": "*"} if expected_tag is None else {"IfMatch": f'"{expected_tag}"'}
+            try:
+                self.fs.pipe_file(self.path(name), data, **condition)
+            except (ClientError, OSError) as error:
+                if _precondition_failed(error):
+                    return False
+                raise
+            return True
+        with self._locked(name):
+            if self.tag(name) != expected_tag:
+                return False
+            self.write_bytes_atomic(name, data)
+            return True
+
+    @contextlib.contextmanager
+    def _locked(self, name: str):
+        """An exclusive lock (fcntl) that local conditional writers of `name` take in turn."""
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, f".{name}.lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def list_sizes(self) -> dict[str, int]:
         """{file name: size in bytes} of the plain files directly under the root ({} when it is absent)."""
         if self.is_local:
@@ -139,6 +190,23 @@ class StoreLocation:
                 self.fs.rm_file(self.path(name))
         except FileNotFoundError:
             pass
+
+
+def _precondition_failed(error: BaseException) -> bool:
+    """Whether an S3 error (botocore's, or the OSError s3fs turns it into) is a failed precondition (412)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "412") or status == 412:
+                return True
+        if "PreconditionFailed" in str(error) or "Precondition Failed" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _fsync_directory(path: str) -> None:

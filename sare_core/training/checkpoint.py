@@ -9,6 +9,7 @@ steps skipped for a non-finite loss. Only tensors and plain values: it loads wit
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -17,11 +18,12 @@ import torch
 from ..mining import MiningState
 from ..models.embedding import EmbeddingModel
 from ..models.io import model_from_payload, model_payload
-from ..paths import join, read_bytes
+from ..paths import join, list_names, read_bytes, read_text
 from .config import TrainConfig
 from .optim import make_optimizer, make_scheduler
 
 CHECKPOINT_FILE = "checkpoint.pt"
+EPOCH_FILE = "epoch.json"  # beside it: {"epoch": E}, to find a run's checkpoints without loading them
 
 
 @dataclass
@@ -58,7 +60,26 @@ def save_checkpoint(directory: str, state: TrainingState) -> str:
         "history": state.history,
         "nonfinite_steps": state.nonfinite_steps,
     }, path)
+    with open(os.path.join(directory, EPOCH_FILE), "w") as f:
+        json.dump({"epoch": state.epoch}, f)
     return path
+
+
+def checkpoints_by_epoch(run_dir: str) -> dict[int, str]:
+    """{epoch: checkpoint folder} of the complete checkpoints under `run_dir` (local or URI): folders holding
+    both files; for an epoch saved twice (a run resumed before it), the latest by name (Ray names them by
+    time)."""
+    found = {}
+    for name in list_names(run_dir):
+        if not name.startswith("checkpoint_"):
+            continue
+        folder = join(run_dir, name)
+        if CHECKPOINT_FILE not in list_names(folder):
+            continue
+        text = read_text(join(folder, EPOCH_FILE))
+        if text is not None:
+            found[int(json.loads(text)["epoch"])] = folder
+    return found
 
 
 def read_checkpoint(directory: str) -> dict:

@@ -75,7 +75,11 @@ class TrainConfig(BaseModel):
     whitening_images: int | None = Field(None, ge=2, description="training database images for PCA (None: all)")
     extract_batch_size: int = Field(32, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures survived (restart from last checkpoint)")
-    pid_dir: str | None = Field(None, description="write each worker's PID here (fault-injection tests, ops)")
+    pid_dir: str | None = Field(None, description="write each worker's PID here, and a line 'rank pid epoch "
+                                "run_dir' to epochs.log as each epoch is reported (fault-injection tests, ops)")
+    inject_nonfinite: list[tuple[int, int, int]] = Field(
+        default_factory=list, description="fault injection (tests): (rank, epoch, step) triples whose training "
+        "loss is made NaN on that worker; the step is skipped on every worker and counted")
     mining_log_dir: str | None = Field(
         None, description="local folder: rank 0 writes every chunk's negative pools and mined tuples there as "
         "epoch{E:03d}_chunk{C:03d}.npz (sare_core.mining.load_mining_record), to audit the mining")

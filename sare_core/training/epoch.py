@@ -60,6 +60,8 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     mining_seconds = embed_seconds = 0.0
     mined_images = tuples_seen = 0
     order = epoch_order(gt, config, epoch)
+    injected = {tuple(t) for t in config.inject_nonfinite}
+    step = 0  # this worker's steps in this epoch
     for chunk_index, start in enumerate(range(0, len(order), config.chunk_size)):
         chunk = order[start : start + config.chunk_size]
         mining_started = time.perf_counter()
@@ -86,6 +88,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             desc = forward(images(batch.queries, batch.positives, batch.negatives).to(device))
             n = len(batch)
             loss = loss_fn(desc[:n], desc[n : 2 * n], desc[2 * n :].reshape(n, config.num_negatives, -1))
+            if (rank, epoch, step) in injected:
+                loss = loss * float("nan")
+            step += 1
             state.optimizer.zero_grad(set_to_none=True)
             if collective.any(not bool(torch.isfinite(loss))):
                 state.nonfinite_steps += 1

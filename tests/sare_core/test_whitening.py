@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from sare_core.whitening import fit_pca_whitening, truncate
+from sare_core.descriptors import truncate
+from sare_core.whitening import fit_pca_whitening
 
 
 @pytest.mark.parametrize("n,d,k", [(500, 20, 8), (30, 100, 10)])  # covariance path and Gram path

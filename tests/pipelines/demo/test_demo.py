@@ -3,6 +3,9 @@ its reuse of a city made with the same settings only."""
 
 import json
 import logging
+import os
+
+import pytest
 
 from pipelines.demo import job as demo
 from pipelines.demo.job import DemoConfig
@@ -11,27 +14,40 @@ from sare_core.store import open_store
 
 TINY_TRAIN = {
     "model": {"backbone": "tiny", "num_clusters": 8, "whitening_dim": 16, "image_size": [72, 96]},
-    "epochs": 1, "chunk_size": 16, "negative_pool": 60, "num_negatives": 4, "batch_size": 2,
-    "centroid_images": 40, "num_workers": 2, "val_ns": [1, 5], "select_n": 1,
+    "epochs": 2, "chunk_size": 16, "negative_pool": 60, "num_negatives": 4, "batch_size": 2,
+    "centroid_images": 40, "num_workers": 2, "val_ns": [1, 5], "select_n": 5,
+    "lr_step_epochs": 1, "lr_gamma": 1e6,  # two epochs far apart: the demo must pick one on validation
 }
 
 
 def test_demo_end_to_end_on_the_tiny_city(tmp_path, ray_local, capsys, caplog):
-    config = DemoConfig(out_dir=str(tmp_path / "demo"), preset="tiny", train=TINY_TRAIN, eval_ns=[1, 5])
+    config = DemoConfig(out_dir=str(tmp_path / "demo"), preset="tiny", train=TINY_TRAIN, eval_ns=[1, 5],
+                        locate_photos=3)
     summary = demo.run(config)
 
     printed = capsys.readouterr().out
     for row in ("off-the-shelf", "trained", "ratio trained/off-the-shelf"):
         assert row in printed
     assert "time by stage" in printed
+    # It ends by locating test photos with the trained model and saying where they really were.
+    assert "where 3 test photos were taken" in printed
+    assert len(summary["located"]) == 3
+    for row in summary["located"]:
+        p, t = row["position"], row["truth"]
+        assert row["error_m"] == pytest.approx(((p["utm_east"] - t["utm_east"]) ** 2
+                                                + (p["utm_north"] - t["utm_north"]) ** 2) ** 0.5)
+        assert os.path.basename(row["photo"]) in printed
     assert set(summary["recall@1"]) == {"off-the-shelf", "trained"}
     scored = json.loads((tmp_path / "demo" / "eval" / "eval.json").read_text())["results"]
     assert {n: scored[n]["recalls"]["1"] for n in scored} == summary["recall@1"]
-    assert summary["best_epoch"] == 1  # epoch 0 (off-the-shelf) is never selected
+    history = json.loads((tmp_path / "demo" / "runs" / "demo" / "history.json").read_text())["history"]
+    recalls = {h["epoch"]: h["val_recall@5"] for h in history if h["epoch"] > 0}
+    assert summary["best_epoch"] == max(recalls, key=lambda e: (recalls[e], -e))  # on validation, never epoch 0
     assert set(summary["stage_seconds"]) >= {"city", "test-area extraction (2 models)", "evaluation and report"}
     out = tmp_path / "demo"
     for path in ("demo_summary.json", "eval/report.html", "eval/eval.json", "eval/recall_at_n.png",
-                 "runs/demo/training_curves.png", "runs/demo/model.pt", "runs/demo/off_the_shelf_model.pt"):
+                 "runs/demo/training_curves.png", "runs/demo/model.pt", "runs/demo/off_the_shelf_model.pt",
+                 "index/index.json", "located/locate.json", "located/locate.html"):
         assert (out / path).is_file(), path
     assert json.loads((out / "demo_summary.json").read_text())["gain_recall@1"] == summary["gain_recall@1"]
 
@@ -43,7 +59,7 @@ def test_demo_end_to_end_on_the_tiny_city(tmp_path, ray_local, capsys, caplog):
 
     # Same settings: the city is reused and the finished run resumes without training again.
     checkpoints = sorted(p.name for p in (out / "runs" / "demo").glob("checkpoint_2*"))
-    assert len(checkpoints) == 1  # one epoch
+    assert len(checkpoints) == 2  # two epochs
     caplog.set_level(logging.INFO, logger="pipelines.demo")
     again = demo.run(config)
     assert "reusing the synthetic city" in caplog.text

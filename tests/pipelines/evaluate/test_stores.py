@@ -57,7 +57,13 @@ def test_sare_eval_compares_two_models(two_models, capsys):
         got = {int(n): r for n, r in report["results"][name]["recalls"].items()}
         assert got == pytest.approx(expected)
     assert report["results"]["trained"]["recalls"]["1"] > report["results"]["off-the-shelf"]["recalls"]["1"]
-    assert report["results"]["trained"]["localization"]["median_m"] >= 0
+    # Localisation error of the top-1 match, in metres, from a brute-force ranking of the same descriptors.
+    db, q = strong
+    top1 = np.argmin(((q[:, None, :] - db[None]) ** 2).sum(-1), axis=1)
+    errors = np.linalg.norm(db_utm[top1] - q_utm, axis=1)
+    localization = report["results"]["trained"]["localization"]
+    assert localization["median_m"] == pytest.approx(float(np.median(errors)), rel=1e-6)
+    assert localization["within_25m"] == pytest.approx(float((errors <= 25).mean()))
     assert (out / "recall_at_n.png").read_bytes()[:4] == b"\x89PNG"
     assert "Retrieval report" in (out / "report.html").read_text()
 
@@ -70,6 +76,26 @@ def test_search_modes_give_identical_results(two_models, mode, ray_local):
     other = base.model_copy(update={"search_mode": mode, "out_dir": str(tmp / mode), "ray_shards": 3})
     assert run(other)["m"].recalls == run(base)["m"].recalls
     assert run(other)["m"].search_mode == mode
+
+
+@pytest.mark.parametrize("mode", ["flat", "stream", "ray"])
+def test_truncate_scores_the_first_k_dims_renormalised(two_models, mode, ray_local, capsys):
+    from sare_core.descriptors import truncate
+
+    tmp, db_utm, q_utm, _, (db, q) = two_models
+    positives = positives_within(q_utm, db_utm, 25.0)
+    config = EvalConfig(models=[ModelStores(name="m", database=str(tmp / "strong"))], out_dir=str(tmp / mode),
+                        search_mode=mode, report_queries=0, truncate=3, ns=[1, 5])
+    expected = recall_at_n(truncate(q, 3), truncate(db, 3), positives, ns=(1, 5))
+    assert run(config)["m"].recalls == pytest.approx(expected)
+    assert expected != recall_at_n(q, db, positives, ns=(1, 5))  # three of 16 dims: another ranking
+    assert main(["eval", "--store", f"m={tmp / 'strong'}", "--truncate", "3", "--ns", "1,5", "--search-mode", mode,
+                 "--out-dir", str(tmp / f"cli_{mode}")]) == 0
+    saved = json.loads((tmp / f"cli_{mode}" / "eval.json").read_text())["results"]["m"]
+    assert {int(n): r for n, r in saved["recalls"].items()} == pytest.approx(expected)
+    assert saved["extra"]["truncate"] == 3
+    assert main(["eval", "--store", f"m={tmp / 'strong'}", "--truncate", "17", "--out-dir", str(tmp / "x")]) == 2
+    assert "truncate: 17" in capsys.readouterr().err
 
 
 def test_html_report_shows_real_images(tmp_path, toy_street_images):

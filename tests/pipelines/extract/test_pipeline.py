@@ -212,3 +212,22 @@ def test_extraction_to_s3(ray_local, s3_uri, toy_dataset, toy_model_file, tmp_pa
     got = np.stack([remote[i][0] for i in rows.column("id").to_pylist()])
     assert np.abs(got - expected).max() < 1e-5
     assert open_store(uri).uri == uri and pc.count_distinct(open_store(uri).ids_arrow()).as_py() == 22
+
+
+@pytest.mark.parametrize("layout", ["actors", "driver"])
+def test_truncated_extraction_stores_the_first_k_dims_renormalised(ray_local, toy_dataset, toy_model_file, tmp_path,
+                                                                   layout):
+    from sare_core.descriptors import truncate
+
+    out = str(tmp_path / "store")
+    assert main(["extract", "--dataset", toy_dataset, "--model", toy_model_file, "--out", out, "--truncate", "20",
+                 "--no-progress", "--set", f"layout={layout}"]) == 0
+    store = open_store(out)
+    assert store.dim == 20 and store.metadata.provenance["config"]["truncate"] == 20
+    rows = image_rows(open_dataset(toy_dataset), dataset_root(toy_dataset))
+    expected = truncate(plain_loop(load_model_spec(toy_model_file), rows.column("path").to_pylist()), 20)
+    stored = store_by_id(out)
+    got = np.stack([stored[i][0] for i in rows.column("id").to_pylist()])
+    assert np.abs(got - expected).max() < 1e-5
+    assert main(["extract", "--dataset", toy_dataset, "--model", toy_model_file, "--out", str(tmp_path / "x"),
+                 "--truncate", "100000"]) == 2  # more than the model's dims: refused before any work

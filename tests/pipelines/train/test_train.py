@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.train.driver import run
+from pipelines.train.driver import best_epoch, run
 from sare_core.data import open_splits
 from sare_core.mining import GroundTruthForTraining, load_mining_record
-from sare_core.models import embed_paths, load_model
+from sare_core.models import embed_paths, load_model, model_hash
 from sare_core.models.io import model_from_payload
-from sare_core.training.checkpoint import CHECKPOINT_FILE
+from sare_core.training.checkpoint import CHECKPOINT_FILE, checkpoints_by_epoch
 from sare_core.training.config import TrainConfig
 
 
@@ -70,7 +70,7 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     assert [h["epoch"] for h in second.history] == [0, 1, 2]
     assert second.history[1] == first.history[1]
     saved = json.loads(open(os.path.join(second.run_dir, "history.json")).read())
-    assert saved["best_epoch"] in (1, 2)
+    assert saved["best_epoch"] == best_epoch(second.history, config.select_n)
     assert second.history[2]["tuples"] > 0 and second.history[2]["loss"] > 0
 
     # The distributed mining on the city: epoch 1 mined with the k-means model, epoch 2 (after the resume)
@@ -79,7 +79,7 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     train = open_splits(config.dataset)["train"]
     records = sorted(os.listdir(tmp_path / "mining"))
     assert {r[:8] for r in records} == {"epoch001", "epoch002"}
-    epoch1_ckpt = sorted(d for d in os.listdir(first.run_dir) if d.startswith("checkpoint_"))[0]
+    epoch1_ckpt = checkpoints_by_epoch(first.run_dir)[1]
     saved = torch.load(os.path.join(first.run_dir, epoch1_ckpt, CHECKPOINT_FILE), weights_only=True)
     mining_models = {"epoch001": load_model(first.initial_model_path),
                      "epoch002": model_from_payload(saved["model"])}
@@ -101,6 +101,48 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     assert carried > 0  # both epochs walk the same training queries
 
 
+def test_best_epoch_is_the_highest_validation_recall_of_a_trained_epoch():
+    history = [{"epoch": 0, "val_recall@5": 0.9}, {"epoch": 1, "val_recall@5": 0.5},
+               {"epoch": 2, "val_recall@5": 0.7}, {"epoch": 3, "val_recall@5": 0.7}, {"epoch": 4, "val_recall@5": 0.2}]
+    assert best_epoch(history, 5) == 2  # a middle epoch; ties go to the earlier; epoch 0 is never chosen
+
+
+def test_the_best_validation_epoch_is_selected_and_model_pt_holds_its_weights(tiny_city, tmp_path, ray_local):
+    """Three epochs, the last at a million times the learning rate; the selected epoch is the one of the
+    best validation Recall@1 (on this city a middle one: epoch 2), and model.pt holds exactly its weights,
+    not the last epoch's."""
+    config = tiny_config(tiny_city, tmp_path, "select", epochs=3, lr_step_epochs=2, lr_gamma=1e6, select_n=1,
+                         num_workers=1, model={"backbone": "tiny", "num_clusters": 8, "whitening_dim": None,
+                                               "image_size": [72, 96]})
+    result = run(config)
+    recalls = {h["epoch"]: h["val_recall@1"] for h in result.history if h["epoch"] > 0}
+    assert result.best_epoch == max(recalls, key=lambda e: (recalls[e], -e))
+    by_epoch = {epoch: model_hash(model_from_payload(torch.load(os.path.join(folder, CHECKPOINT_FILE),
+                                                                 weights_only=True)["model"]))
+                for epoch, folder in checkpoints_by_epoch(result.run_dir).items()}
+    assert sorted(by_epoch) == [1, 2, 3] and len(set(by_epoch.values())) == 3
+    final = model_hash(load_model(result.model_path))
+    assert final == by_epoch[result.best_epoch]
+    assert [e for e, h in by_epoch.items() if h == final] == [result.best_epoch]
+
+
+def test_a_nonfinite_loss_on_one_worker_is_skipped_on_all_and_counted(tiny_city, tmp_path, ray_local):
+    config = tiny_config(tiny_city, tmp_path, "nan", epochs=1, inject_nonfinite=[(1, 1, 0), (1, 1, 2)])
+    result = run(config)
+    row = result.history[1]
+    assert row["nonfinite_steps"] == 2 and np.isfinite(row["loss"])
+    steps_per_worker = row["tuples"] // (config.num_workers * config.batch_size)
+    clean = tiny_config(tiny_city, tmp_path, "clean", epochs=1)
+    clean_row = run(clean).history[1]
+    # Both workers skipped both steps (DDP would hang if only rank 1 did): two steps' tuples fewer.
+    assert steps_per_worker == clean_row["tuples"] // (config.num_workers * config.batch_size) - 2
+    # Past the stated limit the run stops with an error that says why.
+    limited = tiny_config(tiny_city, tmp_path, "nan_limit", epochs=1, inject_nonfinite=[(0, 1, 0), (1, 1, 1)],
+                          max_nonfinite_steps=1, max_failures=0)
+    with pytest.raises(Exception, match="non-finite loss"):
+        run(limited)
+
+
 def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_local):
     pid_dir = tmp_path / "pids"
     config = tiny_config(tiny_city, tmp_path, "killed", epochs=3, pid_dir=str(pid_dir), max_failures=2)
@@ -108,14 +150,16 @@ def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_lo
 
     def kill_rank1_after_first_checkpoint():
         deadline = time.time() + 240
+        log = pid_dir / "epochs.log"
         while time.time() < deadline:
-            ckpts = [d for d in os.listdir(tmp_path / "killed")] if (tmp_path / "killed").is_dir() else []
-            if any(d.startswith("checkpoint_") for d in ckpts) and (pid_dir / "rank1.pid").is_file():
+            reported = [line.split()[:3] for line in log.read_text().splitlines()] if log.is_file() else []
+            if sum(epoch == "1" for _, _, epoch in reported) == 2:  # both ranks reported epoch 1 (checkpointed)
+                time.sleep(1.0)  # into epoch 2
                 pid = int((pid_dir / "rank1.pid").read_text())
                 os.kill(pid, signal.SIGKILL)
                 killed["pid"] = pid
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     thread = threading.Thread(target=kill_rank1_after_first_checkpoint, daemon=True)
     thread.start()
@@ -126,6 +170,16 @@ def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_lo
     # The restarted worker group wrote new PIDs.
     assert int((pid_dir / "rank1.pid").read_text()) != killed["pid"]
     assert torch.isfinite(torch.tensor([h["loss"] for h in result.history[1:]])).all()
+    # Epochs finished before the kill are not trained again: epoch 1 was reported once per rank, by the
+    # workers that lived before the kill; the restarted workers started after the last checkpoint.
+    reports = [line.split()[:3] for line in (pid_dir / "epochs.log").read_text().splitlines()]
+    first_group = {pid for rank, pid, epoch in reports if epoch == "0"}
+    assert killed["pid"] in {int(p) for p in first_group}
+    epoch1 = [(rank, pid) for rank, pid, epoch in reports if epoch == "1"]
+    assert sorted(rank for rank, _ in epoch1) == ["0", "1"] and {pid for _, pid in epoch1} <= first_group
+    restarted = {pid for rank, pid, epoch in reports if pid not in first_group}
+    assert restarted and not [e for rank, pid, e in reports if pid in restarted and e in ("0", "1")]
+    assert [e for rank, pid, e in reports if pid in restarted and rank == "0"][-1] == "3"
 
 
 def test_bad_config_fails_before_work(tiny_city, tmp_path):

@@ -119,7 +119,7 @@ def write_csv(path, text: str) -> str:
          r"field 'role' must be database or query; rows \[1, 2\]"),
         ("path,role,split,utm_east,utm_north\na.jpg,database,testing,1,2\n", r"field 'split'.*rows \[0\]"),
         ("path,role,utm_east,utm_north\na.jpg,database,1,2\nb.jpg,query,,2\nc.jpg,query,nan,2\n",
-         r"'utm_east'/'utm_north' are NaN or missing in rows \[1, 2\]"),
+         r"'utm_east'/'utm_north' are NaN, infinite or missing in rows \[1, 2\]"),
         ("path,role,utm_east,utm_north\na.jpg,database,1,2\nb.jpg,query,east,2\n",
          r"field 'utm_east' is not a number in rows \[1\]"),
         ("path,role,utm_east,utm_north\na.jpg,database,1,2\nb.jpg,query,1,2\na.jpg,query,1,2\n",
@@ -153,7 +153,7 @@ def test_malformed_parquet(tmp_path):
     table = pa.table({"path": ["a.jpg", "b.jpg"], "role": ["database", "query"], "utm_east": [1.0, None],
                       "utm_north": [1.0, 2.0]})
     pq.write_table(table, tmp_path / "nan.parquet")
-    with pytest.raises(ValueError, match=r"nan.parquet: fields 'utm_east'/'utm_north' are NaN or missing in rows \[1\]"):
+    with pytest.raises(ValueError, match=r"nan.parquet: fields 'utm_east'/'utm_north' are NaN, infinite or missing in rows \[1\]"):
         read_manifest(tmp_path / "nan.parquet")
     pq.write_table(table.drop(["utm_east", "utm_north"]).append_column("label", pa.array([1, None])),
                    tmp_path / "nolabel.parquet")

@@ -108,3 +108,38 @@ def test_bad_inputs_name_the_problem():
         contribution_maps(model, images, weights=-torch.ones(4, 6))
     with pytest.raises(ValueError, match="targets must be"):
         similarity_maps(model, images, torch.ones(2, 5))
+
+
+def naive_netvlad_location_terms(model, images: torch.Tensor) -> torch.Tensor:
+    """(B, HW, K, C) location terms r_i written out from the NetVLAD definition, the big residual tensor
+    and all: soft assignment a_ik = softmax_k(w_k . x_i + b_k), residual a_ik (x_i - c_k), each cluster
+    scaled by 1 / |V_k| (intra-normalisation) and the whole by 1 / |V| (the final L2 normalisation)."""
+    pool = model.pool
+    x = F.normalize(model.local_features(images), dim=1).flatten(2).transpose(1, 2)  # (B, HW, C)
+    w = pool.assignment.weight.reshape(pool.num_clusters, pool.dim)
+    a = torch.softmax(x @ w.T + pool.assignment.bias, dim=2)  # (B, HW, K)
+    residuals = a.unsqueeze(3) * (x.unsqueeze(2) - pool.centroids.view(1, 1, pool.num_clusters, pool.dim))
+    v = residuals.sum(1)  # (B, K, C)
+    intra = v / v.norm(dim=2, keepdim=True)
+    total = intra.flatten(1).norm(dim=1)
+    return residuals / v.norm(dim=2).view(-1, 1, pool.num_clusters, 1) / total.view(-1, 1, 1, 1)
+
+
+def test_maps_equal_the_netvlad_terms_written_out_by_hand():
+    """contribution_maps and similarity_maps against the location terms computed the naive way."""
+    model = tiny_model("netvlad", whitening=False, seed=3)
+    images = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        terms = naive_netvlad_location_terms(model, images)  # (B, HW, K, C)
+        torch.testing.assert_close(terms.sum(1).flatten(1), model(images), atol=1e-6, rtol=1e-5)
+        norms = terms.flatten(2).norm(dim=2)
+        expected = norms / norms.sum(1, keepdim=True)
+        h, w = model.local_features(images).shape[-2:]
+        got = contribution_maps(model, images)
+        torch.testing.assert_close(got, expected.view(2, h, w), atol=1e-6, rtol=1e-5)
+        assert (got.flatten(1).argmax(1) == expected.argmax(1)).all()
+        target = F.normalize(torch.randn(2, model.descriptor_dim), dim=1)
+        maps, bias = similarity_maps(model, images, target)
+        dots = (terms.flatten(2) * target.unsqueeze(1)).sum(2)  # <r_i, t>
+        torch.testing.assert_close(maps, dots.view(2, h, w), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(bias, torch.zeros(2))

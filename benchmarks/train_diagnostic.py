@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--label", help="name of the results file (default: from the options)")
     p.add_argument("--loss", default="sare_joint")
     p.add_argument("--kernel", default="gaussian")
+    p.add_argument("--temperature", type=float, default=None, help="SARE's temperature (default 1)")
+    p.add_argument("--eval-splits", default="val,test", help="splits scored after every epoch (val: the choice)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-step", type=int, default=5, help="epochs between halvings of the learning rate")
     p.add_argument("--epochs", type=int, default=6)
@@ -97,7 +99,9 @@ def main(argv=None) -> int:
 
     manifest = os.path.join(args.city, "manifest.parquet")
     config = TrainConfig(
-        dataset=manifest, seed=args.seed, centroid_images=300, loss={"name": args.loss, "kernel": args.kernel},
+        dataset=manifest, seed=args.seed, centroid_images=300, loss={"name": args.loss, "kernel": args.kernel,
+                                                                  **({"temperature": args.temperature}
+                                                                     if args.temperature is not None else {})},
         lr=args.lr, lr_step_epochs=args.lr_step, epochs=args.epochs, max_train_queries=args.queries_per_epoch or None,
         chunk_size=args.chunk, negative_pool=args.pool, num_negatives=args.negatives, batch_size=args.batch,
         color_jitter=args.color_jitter, extract_batch_size=64,
@@ -115,7 +119,7 @@ def main(argv=None) -> int:
     def evaluate(model, epoch: int) -> dict:
         """Validation and test Recall@1/5 of every epoch (this diagnostic looks at test; `sare train` never does)."""
         row = {}
-        for name in ("val", "test"):
+        for name in args.eval_splits.split(","):
             if name in splits:
                 r = recall(model, splits[name])
                 row.update({f"{name}_recall@1": r[1], f"{name}_recall@5": r[5]})
@@ -133,7 +137,8 @@ def main(argv=None) -> int:
     run_epochs(state, config, train, splits.get("val", train), report, validate_fn=evaluate)
 
     label = args.label or (f"{args.loss}_{args.kernel}_lr{args.lr:g}_{args.train_from}_q{args.queries_per_epoch}"
-                           f"_jitter{args.color_jitter:g}_seed{args.seed}")
+                           f"_jitter{args.color_jitter:g}_seed{args.seed}"
+                           + (f"_t{args.temperature:g}" if args.temperature is not None else ""))
     out = os.path.join(REPO, "results", "train_diagnostic", f"{label}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

@@ -138,10 +138,12 @@ def run(config: DemoConfig) -> dict:
 
     started = time.perf_counter()
     stages: dict[str, float] = {}
+    stage_ends: dict[str, float] = {}  # wall-clock (Unix seconds) at the end of each stage
 
     def stage_done(name: str, since: float) -> float:
         now = time.perf_counter()
         stages[name] = now - since
+        stage_ends[name] = time.time()
         return now
 
     out = os.path.abspath(config.out_dir)
@@ -181,9 +183,13 @@ def run(config: DemoConfig) -> dict:
     summary = {
         "minutes": minutes,
         "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
+        "stage_ended_at": stage_ends,
+        "started_at": stage_ends[next(iter(stages))] - stages[next(iter(stages))],
         "recall@1": {n: r.recalls[1] for n, r in results.items()},
         "gain_recall@1": results["trained"].recalls[1] - results["off-the-shelf"].recalls[1],
         "best_epoch": trained.best_epoch,
+        "epochs": [{k: h[k] for k in ("epoch", "val_recall@1", "tuples_per_s", "seconds", "mining_seconds") if k in h}
+                   for h in trained.history],
         "located": located,
         "outputs": {"eval": eval_config.out_dir, "training_curves": os.path.join(trained.run_dir, "training_curves.png"),
                     "model": trained.model_path},

@@ -524,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         if part in results:
             results[part]["command"] = results["command"]
             results[part]["machine"] = results["machine"]
+    for record in results.get("ratio", {}).get("models", {}).values():  # kept with each workload when merged
+        record["command"], record["machine"] = results["command"], results["machine"]
     if os.path.isfile(args.out):  # a part or workload skipped in this run keeps its figures from an earlier run
         with open(args.out) as f:
             previous = json.load(f)

@@ -164,15 +164,48 @@ def eval_command(model: str, out_dir: str, extra: list[str] | None = None) -> li
                    "--out-dir", out_dir, "--model", model] + (extra or [])
 
 
+def sweep_winner_run(loss: str) -> dict | None:
+    """The sweep's winning trial, when it ran the winner config to the end with the base seed: that trial is
+    `sare train --config configs/nordland_<loss>.yaml` with seed 0 (its validation stores change nothing in
+    training), and `sare tune`'s finalisation already picked its best epoch on validation and saved the model."""
+    record = read_result(f"sweep_{loss}")
+    best = (record or {}).get("best") or {}
+    base_seed = yaml.safe_load(open(os.path.join(REPO, BASE_CONFIG))).get("seed", 0)
+    if best.get("status") != "completed" or not best.get("final_model") or not os.path.isfile(best["final_model"]):
+        return None
+    with open(os.path.join(best["trial_dir"], "final", "summary.json")) as f:
+        if json.load(f)["epoch"] != best["best_epoch"]:  # the kept checkpoint is not the best epoch's
+            return None
+    rows = sorted((e for e in record["epochs"] if e["trial"] == best["trial"]), key=lambda e: e["epoch"])
+    return {"seed": base_seed, "model": best["final_model"], "best_epoch": best["best_epoch"], "history": rows,
+            "trial_dir": best["trial_dir"]}
+
+
 def run_final(loss: str, seed: int) -> None:
-    """Train the winner config with `seed`, pick its best epoch on validation, score it once on test."""
+    """Train the winner config with `seed`, pick its best epoch on validation, score it once on test. For the
+    base seed the sweep's winning trial is that run already: its final model is scored, not retrained."""
     name = f"final_{loss}_seed{seed}"
     if read_result(name) is not None:
         print(f"{name}: done")
         return
     config = f"configs/nordland_{loss}.yaml"
-    run_name = f"nordland_{loss}_seed{seed}"
     logs = os.path.join(REPO, "runs/nordland_study/logs")
+    winner = sweep_winner_run(loss)
+    if winner is not None and winner["seed"] == seed:
+        out_dir = f"runs/nordland_study/eval/{name}"
+        evaluate = eval_command(f"{loss}={winner['model']}", out_dir)
+        eval_seconds = sh(evaluate, f"{logs}/{name}_eval.log")
+        best = next(h for h in winner["history"] if h["epoch"] == winner["best_epoch"])
+        write_result(name, {
+            "loss": loss, "seed": seed, "config": config,
+            "train_command": f"sare tune --config {sweep_config_path(loss)} (winning trial {winner['trial_dir']}; "
+                             f"the same run as sare train --config {config})",
+            "eval_command": " ".join(["sare"] + evaluate[3:]), "train_seconds": None,
+            "eval_seconds": eval_seconds, "best_epoch": winner["best_epoch"],
+            "val_recall": {str(n): 100 * best[f"val_recall@{n}"] for n in NS}, "test_recall": read_eval(out_dir),
+            "history": winner["history"], "reused_sweep_trial": True})
+        return
+    run_name = f"nordland_{loss}_seed{seed}"
     train = SARE + ["train", "--config", config, "--set", f"seed={seed}", "--set", f"name={run_name}",
                     "--set", "storage_path=runs/nordland_study"]
     load_before = os.getloadavg()
@@ -221,7 +254,7 @@ def summarise() -> dict:
                     "std": statistics.stdev(values) if len(values) > 1 else None,
                     "min": min(values) if values else None, "max": max(values) if values else None}
         row["best_epochs"] = [r["best_epoch"] for r in runs]
-        row["train_minutes"] = [r["train_seconds"] / 60 for r in runs]
+        row["train_minutes"] = [r["train_seconds"] / 60 for r in runs if r.get("train_seconds") is not None]
         rows.append(row)
     summary = {"rows": rows, "offtheshelf": read_result("offtheshelf")}
     write_result("summary", summary)

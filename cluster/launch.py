@@ -34,7 +34,9 @@ DEFAULT_CONFIG = "ray_cluster.yaml"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # the dashboard, forwarded by `launch.py dashboard`
 
 # `sare` subcommands (pipelines.cli.COMMAND_MODULES register these; a test keeps the two in step).
-SARE_COMMANDS = ("data", "model", "extract", "eval", "explain", "train", "tune", "demo")
+SARE_COMMANDS = (
+    "data", "model", "extract", "eval", "explain", "train", "tune", "demo", "index", "locate", "serve",
+)
 
 # Driver placements: extra `ray job submit` options. The resources come from ray_cluster.yaml.
 DRIVER_PLACEMENTS = {

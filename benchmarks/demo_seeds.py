@@ -10,11 +10,15 @@ reads /proc every half second for the CPU time (user + system, reaped children i
 whole process tree: the driver, Ray's daemons and workers, the city's render processes. Per stage
 (`demo_summary.json`'s stages) the JSON holds the wall seconds and the CPU seconds.
 
-Slow-host projection: hosts of this class differ 2-3x in speed. The slowest demo seen trained at
-SLOW_HOST_TUPLES_PER_S (2026-12-01, a fresh clone: 2.8-3.3 tuples/s, against 8.7-10 on 2026-11-28); this
-run's own training rate (median over epochs, re-mining included) against that figure is the slowdown factor,
-applied to every stage's wall time. That assumes the whole host is uniformly slower, which the one
-measurement we have supports (the city took 121 s there, 48 s on the fast host: 2.5x).
+Slow-host projection: hosts of this class differ 2-3x in speed. The slowest demo seen (2026-12-01, a fresh
+clone) trained at 2.8 tuples/s with the demo's settings of then: 400 tuples of 12 images (10 negatives) per
+epoch, re-mining ~3,400 images per epoch. Tuples/s depends on the settings, so both hosts are compared in
+work per second: W = BACKWARD_COST x trained images + mined images (forward-pass equivalents; a training
+image costs a forward and a backward pass, BACKWARD_COST forward passes in all, measured by
+benchmarks/train_throughput.py as train_step_s_per_image / forward_s_per_image; 3 if that JSON lacks it).
+This run's median epoch rate of W against the slow host's is the slowdown factor, applied to every stage's
+wall time. That assumes the whole host is uniformly slower, which the one measurement we have supports
+(the city took 121 s there, 48 s on the fast host: 2.5x).
 
 Results go to results/demo_seeds[_<label>].json after every seed; a rerun skips seeds already there with the
 same config and overrides.
@@ -34,14 +38,15 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SLOW_HOST_TUPLES_PER_S = 2.8
+SLOW_HOST_TUPLES_PER_S = 2.8  # 2026-12-01, 400 tuples of 12 images and ~3,400 re-mined images per epoch
+SLOW_HOST_EPOCH = {"tuples": 400, "trained_images": 400 * 12, "mined_images": 3400}
 GOAL_GAIN = 0.15
 GOAL_MINUTES = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds incl. reaped children) of every process we can read."""
+def _proc_table() -> dict[int, tuple[int, int, float]]:
+    """pid -> (parent pid, start time in ticks, own CPU seconds) of every process we can read."""
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -52,43 +57,43 @@ def _proc_table() -> dict[int, tuple[int, float]]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        ppid = int(fields[1])
-        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-        table[int(name)] = (ppid, (utime + stime + cutime + cstime) / CLOCK_TICKS)
+        ppid, utime, stime, started = int(fields[1]), int(fields[11]), int(fields[12]), int(fields[19])
+        table[int(name)] = (ppid, started, (utime + stime) / CLOCK_TICKS)
     return table
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of `root` and all its live descendants (each with its reaped children)."""
+def tree_cpu(root: int) -> dict[tuple[int, int], float]:
+    """(pid, start time) -> own CPU seconds of `root` and all its live descendants."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
+    for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, [root]
+    found, todo = {}, [root]
     while todo:
         pid = todo.pop()
         if pid in table:
-            total += table[pid][1]
+            found[(pid, table[pid][1])] = table[pid][2]
         todo.extend(children.get(pid, []))
-    return total
+    return found
 
 
 class CpuSampler(threading.Thread):
-    """(wall time, tree CPU seconds) samples of one process tree every `interval` seconds. The tree's CPU
-    total never decreases, so the running maximum covers processes that exit before their parent reaps them
-    only up to their last sample (an undercount of at most `interval` per such process)."""
+    """(wall time, tree CPU seconds) samples of one process tree every `interval` seconds. Every process
+    ever seen in the tree keeps its last-seen CPU time after it exits (Ray's workers end with their stage
+    and are not reaped into a parent the tree still holds), so the total never drops; a process that lives
+    less than `interval` may be missed (an undercount of at most `interval` each)."""
 
     def __init__(self, root: int, interval: float = 0.5):
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
         self.samples: list[tuple[float, float]] = []
+        self._seen: dict[tuple[int, int], float] = {}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        best = 0.0
         while not self._stop_event.is_set():
-            best = max(best, tree_cpu_seconds(self.root))
-            self.samples.append((time.time(), best))
+            self._seen.update(tree_cpu(self.root))
+            self.samples.append((time.time(), sum(self._seen.values())))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -138,7 +143,11 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
     trained_epochs = [e for e in summary["epochs"] if e["epoch"] > 0]
     rates = sorted(e["tuples_per_s"] for e in trained_epochs)
     median_rate = rates[len(rates) // 2]
-    slowdown = median_rate / SLOW_HOST_TUPLES_PER_S
+    backward_cost = backward_cost_factor()
+    work_rates = sorted(work_units(e, backward_cost) / e["seconds"] for e in trained_epochs)
+    median_work_rate = work_rates[len(work_rates) // 2]
+    slow_host_work_rate = work_units(SLOW_HOST_EPOCH, backward_cost) * SLOW_HOST_TUPLES_PER_S / SLOW_HOST_EPOCH["tuples"]
+    slowdown = median_work_rate / slow_host_work_rate
     return {
         "seed": seed, "command": " ".join(["sare"] + command[3:]),
         "recall@1": summary["recall@1"], "gain_recall@1": summary["gain_recall@1"],
@@ -146,9 +155,27 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
         "wall_minutes": wall / 60, "demo_minutes": summary["minutes"],
         "cpu_seconds": round(sampler.samples[-1][1], 1) if sampler.samples else None,
         "stages": stages, "training_tuples_per_s_median": median_rate,
+        "backward_cost_forward_passes": backward_cost, "work_per_s_median": median_work_rate,
+        "slow_host_work_per_s": slow_host_work_rate,
         "slowdown_to_slowest_host": slowdown, "projected_minutes_on_slowest_host": summary["minutes"] * slowdown,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
     }
+
+
+def backward_cost_factor() -> float:
+    """A training image's cost (forward + backward) in forward passes, from results/train_throughput.json."""
+    path = os.path.join(REPO, "results", "train_throughput.json")
+    try:
+        with open(path) as f:
+            costs = json.load(f)["runs"][0]
+        return costs["train_step_s_per_image"] / costs["forward_s_per_image"]
+    except (OSError, KeyError, IndexError, ZeroDivisionError, ValueError):
+        return 3.0
+
+
+def work_units(epoch: dict, backward_cost: float) -> float:
+    """An epoch's work in forward-pass equivalents: trained images cost backward_cost, mined images 1."""
+    return backward_cost * epoch["trained_images"] + epoch["mined_images"]
 
 
 def main(argv=None) -> int:

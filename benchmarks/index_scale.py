@@ -6,7 +6,7 @@ approximate kind against exact search on the same queries.
     .venv/bin/python benchmarks/index_scale.py --scale 20k256      # a quick check of the script
     # each writes results/index_scale_<scale>.json (a step whose result is there is not redone)
 
-The database is synthetic and written as a real descriptor store (parts of 65,536 rows) under --work: unit
+The database is synthetic and written as a real descriptor store (parts of 65,536 rows, at least 8 parts) under --work: unit
 vectors around 20,000 "places" (each vector its place's direction plus Gaussian noise, normalised), so that
 neighbours are structured as in real descriptors; 1,000 held-out queries are drawn the same way. Exact
 top-10 lists come from a streamed flat search of the store (the "flat" kind: what it answers, at the cost of
@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ PLACES = 20_000
 NOISE = 0.6
 QUERIES = 1_000
 ROWS_PER_PART = 65_536
+MIN_PARTS = 8  # a sharded build splits the store by parts: small scales still get several
 
 
 def vectors(rng: np.random.Generator, places: np.ndarray, n: int) -> np.ndarray:
@@ -61,15 +63,17 @@ def write_database(store_uri: str, rows: int, dim: int, seed: int = 0) -> dict:
     queries = vectors(np.random.default_rng(seed + 1), places, QUERIES)
     try:
         store = open_store(store_uri, verify=False)
-        if store.num_rows(role="database") == rows and store.dim == dim:
+        if store.num_rows(role="database") == rows and store.dim == dim and len(store.parts) >= min(MIN_PARTS, rows):
             return {"queries": queries, "write_seconds": None}
     except StoreNotCommittedError:
         pass
+    shutil.rmtree(store_uri, ignore_errors=True)  # a partial or differently-sized store: written afresh
     started = time.perf_counter()
     metadata = StoreMetadata(dim=dim, dataset=f"synthetic-{rows}x{dim}", model_hash=f"synthetic{dim}")
     writer = PartWriter(store_uri, metadata, task_id="bench")
-    for start in range(0, rows, ROWS_PER_PART):
-        n = min(ROWS_PER_PART, rows - start)
+    part_rows = min(ROWS_PER_PART, -(-rows // MIN_PARTS))  # enough parts for a sharded build to split
+    for start in range(0, rows, part_rows):
+        n = min(part_rows, rows - start)
         writer.write(ids=[f"v{i:09d}" for i in range(start, start + n)], roles="database",
                      descriptors=vectors(rng, places, n), utm=np.zeros((n, 2)))
     commit(store_uri, writer.parts, metadata)
@@ -174,7 +178,7 @@ def main(argv=None) -> int:
     np.save(queries_path, written["queries"])
     if written["write_seconds"] is not None:
         result["store_write_seconds"] = written["write_seconds"]
-    if "flat" not in result:
+    if "flat" not in result or not os.path.isfile(os.path.join(work, "exact.npy")):
         exact, seconds = exact_top10(store_uri, written["queries"])
         np.save(os.path.join(work, "exact.npy"), exact)
         result["flat"] = {"search_seconds": seconds, "queries_per_s": QUERIES / seconds, "bytes_per_vector": 4 * dim,

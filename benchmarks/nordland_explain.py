@@ -1,10 +1,10 @@
-"""Heat maps for a few Nordland validation pairs (winter query, summer frame of the same place): where the
+"""Heat maps for a few Nordland test pairs (winter query, summer frame of the same place): where the
 off-the-shelf and the trained models draw their evidence. Writes docs/images/nordland_explain/*.png.
 
-    .venv/bin/python benchmarks/nordland_explain.py [--trained runs/nordland_triplet/model.pt ...]
+    .venv/bin/python benchmarks/nordland_explain.py --off-the-shelf INITIAL.pt --trained NAME=model.pt ...
 
-Runs after benchmarks/nordland_table.py (it needs the runs' models). The pairs are chosen by rule, not by
-eye: over the validation queries in frame order, the first where the first trained model retrieves a
+Runs after benchmarks/nordland_study.py (it needs the final models). The pairs are chosen by rule, not by
+eye: over the --split queries (default: the test range) in frame order, the first where the first trained model retrieves a
 correct frame (+-2) at rank 1 and the off-the-shelf model does not, the first where both do, and the first
 where neither does. The `sare explain` command line is printed and saved in the output's command.txt.
 """
@@ -40,12 +40,13 @@ def main(argv=None) -> int:
     parser.add_argument("--off-the-shelf", dest="off", default="runs/nordland_triplet/initial_model.pt")
     parser.add_argument("--trained", action="append", default=None,
                         help="NAME=model.pt (repeat); default: triplet and SARE-joint")
+    parser.add_argument("--split", default="test", help="the manifest split whose queries are drawn")
     parser.add_argument("--out", default="docs/images/nordland_explain")
     args = parser.parse_args(argv)
     trained = args.trained or ["triplet=runs/nordland_triplet/model.pt",
                                "sare_joint=runs/nordland_sare_joint_gaussian/model.pt"]
     os.chdir(REPO)
-    data = read_manifest(args.manifest, split="val")
+    data = read_manifest(args.manifest, split=args.split)
     off = top1_correct(args.off, data)
     first = top1_correct(trained[0].split("=", 1)[1], data)
     picks = []

@@ -1,23 +1,50 @@
-"""The Nordland configs (docs/RESULTS.md) parse, and differ only in name and loss: same model, budget, seed."""
+"""The Nordland configs (docs/RESULTS.md): each shipped configs/nordland_<loss>.yaml is the base config with
+its sweep's winning values (results/nordland_study/sweep_<loss>.json), and nothing else changed."""
 
+import json
 from pathlib import Path
 
-from sare_core.config_io import load_config
+import pytest
+import yaml
+
+from sare_core.config_io import load_config, read_yaml_mapping
 from sare_core.training.config import TrainConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+RESULTS = ROOT / "results" / "nordland_study"
+WINNERS = sorted(p for p in CONFIGS.glob("nordland_*.yaml") if p.stem != "nordland_base")
 
 
-def test_nordland_configs_share_everything_but_name_and_loss():
-    paths = sorted(p for p in CONFIGS.glob("nordland_*.yaml") if p.stem != "nordland_base")
-    assert len(paths) == 5
-    configs = {p.stem: load_config(TrainConfig, p) for p in paths}
-    dumps = [c.model_dump(exclude={"name", "loss"}) for c in configs.values()]
-    assert all(d == dumps[0] for d in dumps)
-    assert {c.name for c in configs.values()} == set(configs)
-    assert {(c.loss.name, c.loss.kernel) for c in configs.values() if c.loss.name != "triplet"} == {
-        ("sare_ind", "gaussian"), ("sare_joint", "gaussian"), ("sare_ind", "cauchy"), ("sare_ind", "exponential")}
-    first = next(iter(configs.values()))
-    assert first.dataset == "data/nordland/manifest.parquet" and first.test_split is None
-    assert first.model.backbone == "efficientnet_lite0" and first.model.weights == "imagenet"
-    assert first.model.pooling == "netvlad" and first.model.num_clusters == 64
+def test_every_shipped_nordland_config_has_its_sweep_result():
+    assert WINNERS, "no configs/nordland_<loss>.yaml"
+    for path in WINNERS:
+        loss = path.stem.removeprefix("nordland_")
+        assert (CONFIGS / f"sweep_nordland_{loss}.yaml").is_file(), path.name
+        assert (RESULTS / f"sweep_{loss}.json").is_file(), f"{path.name}: its sweep result is not committed"
+
+
+@pytest.mark.parametrize("path", WINNERS, ids=lambda p: p.stem)
+def test_a_winner_is_the_base_with_its_sweeps_best_values(path):
+    loss = path.stem.removeprefix("nordland_")
+    sweep = read_yaml_mapping(CONFIGS / f"sweep_nordland_{loss}.yaml")
+    best = json.loads((RESULTS / f"sweep_{loss}.json").read_text())["best"]
+    winner = load_config(TrainConfig, path).model_dump()
+    base = load_config(TrainConfig, CONFIGS / "nordland_base.yaml").model_dump()
+    expected = yaml.safe_load(yaml.safe_dump(base))
+    expected["name"] = path.stem
+    for key, value in sweep["train"].items():  # the sweep's fixed training overrides (the loss)
+        expected[key] = {**expected[key], **value} if isinstance(value, dict) else value
+    for key in sweep["search_space"]:
+        section, _, leaf = key.rpartition(".")
+        target = expected[section] if section else expected
+        target[leaf] = best[f"param:{key}"]
+    assert winner == TrainConfig(**expected).model_dump()
+
+
+def test_the_base_protocol():
+    base = load_config(TrainConfig, CONFIGS / "nordland_base.yaml")
+    assert base.dataset == "data/nordland/manifest.parquet" and base.test_split is None
+    assert base.model.backbone == "efficientnet_lite0" and base.model.weights == "imagenet"
+    assert base.model.pooling == "netvlad" and base.model.num_clusters == 64 and base.model.whitening_dim is None
+    assert base.select_n == 1 and base.seed == 0

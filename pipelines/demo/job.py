@@ -188,7 +188,8 @@ def run(config: DemoConfig) -> dict:
         "recall@1": {n: r.recalls[1] for n, r in results.items()},
         "gain_recall@1": results["trained"].recalls[1] - results["off-the-shelf"].recalls[1],
         "best_epoch": trained.best_epoch,
-        "epochs": [{k: h[k] for k in ("epoch", "val_recall@1", "tuples_per_s", "seconds", "mining_seconds") if k in h}
+        "epochs": [{k: h[k] for k in ("epoch", "val_recall@1", "tuples_per_s", "seconds", "mining_seconds",
+                                             "trained_images", "mined_images") if k in h}
                    for h in trained.history],
         "located": located,
         "outputs": {"eval": eval_config.out_dir, "training_curves": os.path.join(trained.run_dir, "training_curves.png"),

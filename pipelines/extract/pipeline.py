@@ -332,6 +332,9 @@ def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractRe
     dataset_name = config.dataset_name or default_dataset_name(config.dataset)
     provenance = {"stage": "extract", "config": config.model_dump(mode="json"), "model_source": config.model,
                   "seed": config.seed}
+    radii = {float(d.pos_dist_thr) for name, d in splits.items() if config.splits is None or name in config.splits}
+    if len(radii) == 1:  # the dataset's evaluation radius, so that `sare eval --store` scores as it defines
+        provenance["pos_dist_thr"] = radii.pop()
     metadata = StoreMetadata(dim=dim, dtype=config.dtype, dataset=dataset_name, model_hash=digest,
                              model_config=model.config.model_dump(mode="json"), provenance=provenance)
     if not config.resume and store_exists(config.out, storage_options):

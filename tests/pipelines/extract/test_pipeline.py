@@ -231,3 +231,27 @@ def test_truncated_extraction_stores_the_first_k_dims_renormalised(ray_local, to
     assert np.abs(got - expected).max() < 1e-5
     assert main(["extract", "--dataset", toy_dataset, "--model", toy_model_file, "--out", str(tmp_path / "x"),
                  "--truncate", "100000"]) == 2  # more than the model's dims: refused before any work
+
+
+def test_the_splits_evaluation_radius_travels_with_the_store(ray_local, toy_street_images, toy_model_file,
+                                                              tmp_path):
+    """A manifest split whose positives lie within 2 units (Nordland: frames) is scored within 2 units by
+    `sare eval --store`, not within the 25 m default: the store records the radius of what it extracted."""
+    from sare_core.evaluation.store_search import score_stores
+
+    db = [str(p) for p in toy_street_images if p.parent.name == "database"]
+    q = [str(p) for p in toy_street_images if p.parent.name != "database"][:4]
+    # database images 5 units apart; each query 1 unit from database image i and 4 from image i + 1
+    dataset = PlaceDataset(name="frames", db_paths=db, q_paths=q, split="val", pos_dist_thr=2.0,
+                           db_utm=np.column_stack([np.arange(len(db)) * 5.0, np.zeros(len(db))]),
+                           q_utm=np.column_stack([np.arange(len(q)) * 5.0 + 1.0, np.zeros(len(q))]))
+    manifest = write_manifest(str(tmp_path / "frames.parquet"), dataset)
+    out = str(tmp_path / "store")
+    run(ExtractConfig(dataset=manifest, model=toy_model_file, out=out, progress_bars=False))
+    assert open_store(out).metadata.provenance["pos_dist_thr"] == 2.0
+    scored = score_stores("toy", out, ns=(1, 5))
+    default = score_stores("toy", out, ns=(1, 5), radius=25.0)
+    assert scored.evaluation.extra["radius_m"] == 2.0
+    # within 2 units each query has one positive; within 25 units five or more
+    assert [len(p) for p in scored.positives] == [1] * len(q)
+    assert all(len(p) >= 5 for p in default.positives)

@@ -55,19 +55,15 @@ def vectors(rng: np.random.Generator, places: np.ndarray, n: int) -> np.ndarray:
 
 def write_database(store_uri: str, rows: int, dim: int, seed: int = 0) -> dict:
     """The synthetic store (skipped when a committed one of the same size is there) and the queries."""
-    from sare_core.store import PartWriter, StoreMetadata, StoreNotCommittedError, commit, open_store
+    from sare_core.store import PartWriter, StoreMetadata, commit
 
     rng = np.random.default_rng(seed)
     places = rng.standard_normal((PLACES, dim), dtype=np.float32)
     places /= np.linalg.norm(places, axis=1, keepdims=True)
     queries = vectors(np.random.default_rng(seed + 1), places, QUERIES)
-    try:
-        store = open_store(store_uri, verify=False)
-        if store.num_rows(role="database") == rows and store.dim == dim and len(store.parts) >= min(MIN_PARTS, rows):
-            return {"queries": queries, "write_seconds": None}
-    except StoreNotCommittedError:
-        pass
-    shutil.rmtree(store_uri, ignore_errors=True)  # a partial or differently-sized store: written afresh
+    if committed_store_fits(store_uri, rows, dim):
+        return {"queries": queries, "write_seconds": None}
+    shutil.rmtree(store_uri, ignore_errors=True)  # none, a partial or a differently-sized store: written afresh
     started = time.perf_counter()
     metadata = StoreMetadata(dim=dim, dataset=f"synthetic-{rows}x{dim}", model_hash=f"synthetic{dim}")
     writer = PartWriter(store_uri, metadata, task_id="bench")
@@ -78,6 +74,17 @@ def write_database(store_uri: str, rows: int, dim: int, seed: int = 0) -> dict:
                      descriptors=vectors(rng, places, n), utm=np.zeros((n, 2)))
     commit(store_uri, writer.parts, metadata)
     return {"queries": queries, "write_seconds": time.perf_counter() - started}
+
+
+def committed_store_fits(store_uri: str, rows: int, dim: int) -> bool:
+    """Whether `store_uri` already holds a committed store of `rows` x `dim` in enough parts to shard."""
+    from sare_core.store import StoreNotCommittedError, open_store
+
+    try:
+        store = open_store(store_uri, verify=False)
+    except StoreNotCommittedError:
+        return False
+    return store.num_rows(role="database") == rows and store.dim == dim and len(store.parts) >= min(MIN_PARTS, rows)
 
 
 def exact_top10(store_uri: str, queries: np.ndarray) -> tuple[np.ndarray, float]:

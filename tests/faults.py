@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -58,11 +59,9 @@ class KillWhen:
         while time.time() < deadline and len(self.killed) < self.times:
             pid = self.ready()
             if pid is not None and pid not in self.killed:
-                try:
+                with contextlib.suppress(ProcessLookupError):  # it exited between ready() and the kill
                     os.kill(pid, signal.SIGKILL)
                     self.killed.append(pid)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.1)
 
     def __enter__(self) -> KillWhen:

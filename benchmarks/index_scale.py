@@ -93,7 +93,7 @@ def exact_top10(store_uri: str, queries: np.ndarray) -> tuple[np.ndarray, float]
 
     store = open_store(store_uri)
     started = time.perf_counter()
-    batches = (b.descriptors for b in store.iter_batches(role="database", columns=["descriptor"], batch_size=131072))
+    batches = (b.descriptors for b in store.iter_batches(role="database", columns=["descriptor"]))
     result = knn_search_stream(queries, batches, 10)
     return result.indices, time.perf_counter() - started
 

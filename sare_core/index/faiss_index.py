@@ -3,7 +3,7 @@
     spec = IndexSpec(kind="ivfpq", nlist=1024, pq_m=64)
     index = new_index(spec, dim, count)           # empty; `needs_training(index)` for IVF-PQ
     train(index, sample)                          # a seeded sample of the vectors (IVF-PQ only)
-    for batch in batches: index.add(batch)        # one batch in memory at a time
+    for batch in batches: add(index, batch)       # one batch in memory at a time, added in bounded blocks
     search(index, spec, queries, k)               # (M, k) squared L2 distances and row numbers
 
 Ids are row numbers in the order vectors were added. Squared L2 on L2-normalised descriptors ranks like
@@ -104,6 +104,33 @@ def train(index, sample: np.ndarray, seed: int = 0) -> None:
     index.cp.seed = seed  # the coarse quantizer's k-means
     index.pq.cp.seed = seed  # the sub-quantizers' k-means
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
+
+
+# What one `add` call may allocate for its working tables (bytes): FAISS's IVF-PQ encoder builds an
+# n x pq_m x 256 float32 distance table for a batch of n vectors (dims per sub-quantizer >= 16), 5.2 GB for
+# 20,000 vectors at pq_m 256, so the store's batches are fed to it in blocks sized to this.
+ADD_WORKSPACE_BYTES = 256 * 2**20
+
+
+def add_rows_per_call(index, workspace_bytes: int = ADD_WORKSPACE_BYTES) -> int:
+    """How many vectors one `index.add` call takes so that its working tables stay under `workspace_bytes`."""
+    faiss = _faiss()
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:  # not an IVF index: flat and HNSW need no per-batch tables
+        ivf = None
+    pq = getattr(faiss.downcast_index(ivf), "pq", None) if ivf is not None else None
+    per_vector = 4 * index.d
+    if pq is not None:
+        per_vector += 4 * pq.M * pq.ksub + 4 * index.d  # distance tables + the residual
+    return max(256, workspace_bytes // per_vector)
+
+
+def add(index, vectors: np.ndarray, workspace_bytes: int = ADD_WORKSPACE_BYTES) -> None:
+    """Add (n, D) vectors to `index` in blocks whose working memory stays under `workspace_bytes`."""
+    block = add_rows_per_call(index, workspace_bytes)
+    for start in range(0, len(vectors), block):
+        index.add(np.ascontiguousarray(vectors[start : start + block], dtype=np.float32))
 
 
 def configure_search(index, spec: IndexSpec) -> None:

@@ -28,6 +28,7 @@ from ..paths import exists, join, read_bytes, read_text, write_bytes, write_text
 from ..store import DescriptorStore, open_store
 from .faiss_index import (
     IndexSpec,
+    add,
     configure_search,
     deserialize,
     join_shards,
@@ -66,6 +67,7 @@ def training_sample(store: DescriptorStore, size: int, split: str | None, seed: 
         out[filled : filled + len(take)] = batch.descriptors[take]
         filled += len(take)
         seen += n
+    pa.default_memory_pool().release_unused()  # the read buffers go back; only the sample stays
     return out
 
 
@@ -89,9 +91,10 @@ def build_shard(store_uri: str, index_bytes: bytes, parts: list[str], split: str
     for batch in store.iter_arrow_batches(role="database", split=split, parts=parts,
                                           columns=["id", "utm_east", "utm_north", "label", "descriptor"]):
         descriptors = batch.column("descriptor").flatten().to_numpy(zero_copy_only=False).reshape(-1, store.dim)
-        index.add(np.ascontiguousarray(descriptors, dtype=np.float32))
+        add(index, descriptors)
         entries.append(pa.Table.from_batches([batch.select(["id", "utm_east", "utm_north", "label"])]))
     table = pa.concat_tables(entries) if entries else _empty_entries()
+    pa.default_memory_pool().release_unused()
     return serialize(index), table
 
 

@@ -23,7 +23,15 @@ from .metadata import StoreMetadata
 from .parts import expected_schema, open_part
 from .schema import DESCRIPTOR_COLUMNS, FAILURES_SCHEMA, descriptors_from_arrow, same_column_types
 
-DEFAULT_BATCH_SIZE = 65536
+DEFAULT_BATCH_SIZE = 65536  # rows per batch at most, when the caller gives no batch size
+DEFAULT_BATCH_BYTES = 64 << 20  # ... and about this many bytes of descriptors (4,096 rows at D=4096)
+
+
+def default_batch_rows(metadata: StoreMetadata) -> int:
+    """Rows per batch when none is given: DEFAULT_BATCH_SIZE, fewer for wide descriptors so that a batch
+    holds about DEFAULT_BATCH_BYTES (65,536 rows of 256 float32 dims; 4,096 rows of 4,096)."""
+    itemsize = 4 if metadata.dtype == "float32" else 2
+    return max(1024, min(DEFAULT_BATCH_SIZE, DEFAULT_BATCH_BYTES // (metadata.dim * itemsize)))
 
 
 def _column(data: pa.RecordBatch | pa.Table, name: str) -> pa.Array | None:
@@ -253,18 +261,20 @@ class DescriptorStore:
                     yield batch.select(wanted) if read_columns != wanted else batch
 
     def iter_arrow_batches(self, role: str | None = None, split: str | None = None,
-                           columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                           columns: Sequence[str] | None = None, batch_size: int | None = None,
                            parts: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Record batches of exactly `batch_size` rows (the last may be shorter) with role == `role` and
         split == `split` (None: any), holding `columns` (default: all) in schema order.
 
         parts: read only these committed part names (e.g. one shard's share of `self.parts`).
+        batch_size: default `default_batch_rows` (about 64 MiB of descriptors).
         Memory: about 2 * batch_size rows (D * 4 bytes of descriptor each, in float32).
         """
+        batch_size = default_batch_rows(self.metadata) if batch_size is None else batch_size
         return rebatch(self._filtered_batches(role, split, columns, batch_size, parts), batch_size)
 
     def iter_batches(self, role: str | None = None, split: str | None = None,
-                     columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                     columns: Sequence[str] | None = None, batch_size: int | None = None,
                      parts: Sequence[str] | None = None) -> Iterator[DescriptorBatch]:
         """As `iter_arrow_batches`, each batch converted to a `DescriptorBatch` of numpy arrays."""
         for batch in self.iter_arrow_batches(role, split, columns, batch_size, parts):

@@ -105,3 +105,28 @@ def test_position_is_the_weighted_centre_of_the_densest_group():
     spread = np.sqrt((w[group] / w[group].sum() * ((utm[group] - centre) ** 2).sum(1)).sum())
     assert estimate.spread == pytest.approx(spread)
     assert estimate_position(np.zeros((0, 2)), np.zeros(0)) is None
+
+
+def test_ivfpq_adds_in_blocks_bounded_by_the_workspace_and_equal_to_one_add(database):
+    """FAISS's IVF-PQ encoder allocates n x pq_m x 256 floats per add call: the store's batches are fed to it
+    in blocks that keep that under the workspace, and the blocks encode exactly what one call would."""
+    from sare_core.index.faiss_index import add, add_rows_per_call, new_index, train
+
+    _, db, q, _ = database
+    spec = IndexSpec(kind="ivfpq", nlist=16, pq_m=8, nprobe=16, train_size=3000).resolved(DIM, len(db))
+    whole, blocked = new_index(spec, DIM), new_index(spec, DIM)
+    train(whole, db)
+    train(blocked, db)
+    workspace = 300 * (4 * 8 * 256 + 8 * DIM)  # room for 300 vectors' tables per call
+    assert add_rows_per_call(blocked, workspace) == 300
+    assert add_rows_per_call(new_index(IndexSpec(kind="ivfpq", pq_m=256, nlist=1024).resolved(4096, 10**6), 4096)) \
+        <= (256 << 20) // (4 * 256 * 256)
+    whole.add(db)
+    add(blocked, db, workspace_bytes=workspace)
+    assert blocked.ntotal == whole.ntotal == len(db)
+    for index in (whole, blocked):
+        index.nprobe = 16
+    d_whole, i_whole = whole.search(q, 10)
+    d_blocked, i_blocked = blocked.search(q, 10)
+    np.testing.assert_array_equal(i_whole, i_blocked)
+    np.testing.assert_array_equal(d_whole, d_blocked)

@@ -121,6 +121,25 @@ def test_streaming_small_batches_yield_every_row_once(tmp_path):
     assert all(b.descriptors.flags.c_contiguous and b.descriptors.dtype == np.float32 for b in batches)
 
 
+def test_default_batches_hold_about_64_mib_of_descriptors(tmp_path, monkeypatch):
+    """Without a batch size, wide descriptors come in fewer rows per batch (a 1M x 4096 store read in
+    65,536-row batches held 1 GiB per batch and several at once)."""
+    from sare_core.store import StoreMetadata, reader
+    from sare_core.store.reader import default_batch_rows
+
+    assert default_batch_rows(StoreMetadata(dim=256)) == 65536
+    assert default_batch_rows(StoreMetadata(dim=4096)) == 4096
+    assert default_batch_rows(StoreMetadata(dim=4096, dtype="float16")) == 8192
+    assert default_batch_rows(StoreMetadata(dim=1 << 20)) == 1024
+    monkeypatch.setattr(reader, "DEFAULT_BATCH_BYTES", 1 << 20)  # 1,024 rows of 256 float32 dims per batch
+    rng = np.random.default_rng(0)
+    store = write_store(tmp_path / "s", StoreMetadata(dim=256), ids=[f"i{n}" for n in range(2500)], roles="database",
+                        descriptors=rng.standard_normal((2500, 256)).astype(np.float32), rows_per_part=900)
+    assert [len(b) for b in store.iter_batches()] == [1024, 1024, 452]
+    with pytest.raises(ValueError, match="batch_size"):
+        list(store.iter_batches(batch_size=0))
+
+
 def test_filters_by_role_and_split_and_counts_from_manifest(tmp_path):
     rows = make_rows(120)
     store = write_store(tmp_path / "s", make_metadata(), rows_per_part=40, **rows.write_kwargs())

@@ -10,11 +10,11 @@ the runs compare ways of using the same cores. From the epoch's history row:
   * epoch tuples/s: tuples trained / epoch seconds (re-mining included, validation excluded);
   * training tuples/s: tuples trained / (epoch seconds - re-mining seconds);
   * re-mining fraction: seconds spent extracting the chunk caches and mining / epoch seconds;
-  * re-mining compute share: the forward passes of the cache's images against those plus the forward and
-    backward passes of the tuples' images, each costed by timing the model (same threads as a worker)
-    on batches of the run's sizes in this process: mined x c_forward / (mined x c_forward + trained x
-    c_train). A re-mining fraction above it is time re-mining loses beyond its compute (decoding,
-    mining the tuples, synchronisation).
+  * re-mining compute share: the seconds of the forward passes over the caches' images against those plus
+    the seconds of the tuples' forward + loss + backward passes, both timed inside the same epoch on every
+    worker (`train_epoch`'s mining_forward_seconds, step_compute_seconds; summed over the workers). A
+    re-mining fraction above it is time re-mining loses beyond its compute (decoding, mining the tuples,
+    synchronisation); the row also gives the decoding seconds of both sides.
 
 The plain loop replays the tuples the first Ray run mined (its mining log), from the same initial model:
 one process, torch's default threads, batches of (workers x batch_size) tuples (one DDP step's worth),
@@ -65,47 +65,6 @@ def train_config(base: dict, manifest: str, workers: int, cpus: int, args, stora
     })
 
 
-def unit_costs(model, config: TrainConfig, threads: int, repeats: int = 3) -> dict:
-    """Seconds per image of a forward pass (eval, no gradient, batches of extract_batch_size) and of a
-    training step's forward + backward (batches of batch_size tuples), at the run's image size."""
-    import torch
-
-    from sare_core.training.loop import loss_function
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    height, width = config.model.image_size
-    per_tuple = 2 + config.num_negatives
-    loss_fn = loss_function(config)
-    try:
-        x = torch.randn(config.extract_batch_size, 3, height, width)
-        model.eval()
-        with torch.no_grad():
-            model(x)
-            started = time.perf_counter()
-            for _ in range(repeats):
-                model(x)
-        forward = (time.perf_counter() - started) / (repeats * len(x))
-        model.train()
-        model.backbone.freeze_batchnorm = config.freeze_batchnorm
-        x = torch.randn(config.batch_size * per_tuple, 3, height, width)
-        n = config.batch_size
-
-        def step():
-            d = model(x)
-            loss_fn(d[:n], d[n:2 * n], d[2 * n:].reshape(n, config.num_negatives, -1)).backward()
-            model.zero_grad(set_to_none=True)
-
-        step()
-        started = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        train = (time.perf_counter() - started) / (repeats * len(x))
-    finally:
-        torch.set_num_threads(previous)
-    return {"forward_s_per_image": forward, "train_step_s_per_image": train}
-
-
 def one_run(config: TrainConfig) -> tuple[dict, object]:
     import ray
 
@@ -116,18 +75,17 @@ def one_run(config: TrainConfig) -> tuple[dict, object]:
     ray.shutdown()  # the next run starts a cluster of its own
     row = next(h for h in result.history if h["epoch"] == 1)
     epoch_s, mining_s = row["seconds"], row["mining_seconds"]
-    model = load_model(result.initial_model_path)
-    costs = unit_costs(model, config, max(1, int(config.cpus_per_worker)))
-    mined_compute = row["mined_images"] * costs["forward_s_per_image"]
-    trained_compute = row["trained_images"] * costs["train_step_s_per_image"]
     return {
         "workers": config.num_workers, "threads_per_worker": config.cpus_per_worker, "tuples": row["tuples"],
         "epoch_s": epoch_s, "mining_s": mining_s, "mining_embed_s": row["mining_embed_seconds"],
         "mined_images": row["mined_images"], "trained_images": row["trained_images"],
         "epoch_tuples_per_s": row["tuples_per_s"],
         "training_tuples_per_s": row["tuples"] / max(epoch_s - mining_s, 1e-9),
-        "mining_fraction": row["mining_fraction"],
-        "mining_compute_share": mined_compute / (mined_compute + trained_compute), **costs,
+        "mining_fraction": row["mining_fraction"], "mining_compute_share": row["mining_compute_share"],
+        "mining_forward_s": row["mining_forward_seconds"], "mining_decode_s": row["mining_decode_seconds"],
+        "step_compute_s": row["step_compute_seconds"], "step_load_s": row["step_load_seconds"],
+        "forward_s_per_image": row["mining_forward_seconds"] * config.num_workers / max(row["mined_images"], 1),
+        "train_step_s_per_image": row["step_compute_seconds"] * config.num_workers / max(row["trained_images"], 1),
         "run_wall_s": wall, "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
     }, result
 

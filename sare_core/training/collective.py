@@ -9,7 +9,7 @@ descriptor (all-gather), so that mining on every worker sees identical descripto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 import numpy as np
 import torch
@@ -31,9 +31,11 @@ class LocalCollective:
         """This worker's contiguous share of `count` items (indices)."""
         return np.array_split(np.arange(count), self.world)[self.rank]
 
-    def embed(self, model, paths: Sequence[str], batch_size: int) -> np.ndarray:
-        """(len(paths), D) float32 descriptors of every path, on every worker."""
-        return embed_paths(model, list(paths), batch_size=batch_size, device=self.device)
+    def embed(self, model, paths: Sequence[str], batch_size: int,
+              timings: MutableMapping[str, float] | None = None) -> np.ndarray:
+        """(len(paths), D) float32 descriptors of every path, on every worker; `timings` as `embed_paths`
+        (this worker's share)."""
+        return embed_paths(model, list(paths), batch_size=batch_size, device=self.device, timings=timings)
 
     def any(self, flag: bool) -> bool:
         """Whether `flag` holds on any worker."""
@@ -62,9 +64,11 @@ class DistributedCollective(LocalCollective):
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
 
-    def embed(self, model, paths: Sequence[str], batch_size: int) -> np.ndarray:
+    def embed(self, model, paths: Sequence[str], batch_size: int,
+              timings: MutableMapping[str, float] | None = None) -> np.ndarray:
         shares = np.array_split(np.arange(len(paths)), self.world)
-        mine = embed_paths(model, [paths[i] for i in shares[self.rank]], batch_size=batch_size, device=self.device)
+        mine = embed_paths(model, [paths[i] for i in shares[self.rank]], batch_size=batch_size, device=self.device,
+                           timings=timings)
         dim = mine.shape[1]
         padded = torch.zeros(max(len(s) for s in shares), dim, dtype=torch.float32, device=self.device)
         padded[: len(mine)] = torch.from_numpy(mine).to(self.device)

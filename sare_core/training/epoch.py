@@ -48,6 +48,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     the share of the epoch's time spent re-mining (planning, embedding the caches, mining), the time of the
     embedding alone, the images re-mining embedded (on all workers) and those the steps trained on (this
     worker's share times the world: every image of a tuple), the learning rate after the epoch.
+    Timed in the same epoch on this worker: re-mining's forward passes and image decoding, the steps'
+    forward + loss + backward passes (`step_compute_seconds`) and tuple loading; `mining_compute_share` is
+    re-mining's share of that compute (forward passes against forward + backward, summed over workers).
 
     forward: the module steps run through (the DDP wrapper of `state.model`; default the model itself).
     Raises NonFiniteLossError past `config.max_nonfinite_steps`.
@@ -57,7 +60,8 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     rank, world, device = collective.rank, collective.world, collective.device
     started = time.perf_counter()
     losses: list[float] = []
-    mining_seconds = embed_seconds = 0.0
+    mining_seconds = embed_seconds = load_seconds = step_compute_seconds = 0.0
+    embed_timings: dict[str, float] = {}
     mined_images = tuples_seen = 0
     order = epoch_order(gt, config, epoch)
     injected = {tuple(t) for t in config.inject_nonfinite}
@@ -68,8 +72,10 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
         plan = plan_chunk(gt, train.num_db, chunk, state.mining, config.negative_pool,
                           np.random.default_rng([config.seed, epoch, chunk_index]))
         embed_started = time.perf_counter()
-        q_desc = collective.embed(state.model, [train.q_paths[i] for i in plan.queries], config.extract_batch_size)
-        c_desc = collective.embed(state.model, [train.db_paths[i] for i in plan.cache_db], config.extract_batch_size)
+        # The chunk's queries and cache in one pass: one all-gather, no half-empty batch between them.
+        cache_paths = [train.q_paths[i] for i in plan.queries] + [train.db_paths[i] for i in plan.cache_db]
+        desc = collective.embed(state.model, cache_paths, config.extract_batch_size, embed_timings)
+        q_desc, c_desc = desc[: len(plan.queries)], desc[len(plan.queries) :]
         embed_seconds += time.perf_counter() - embed_started
         tuples = mine_chunk(plan, q_desc, c_desc, state.mining, config.num_negatives)
         if config.mining_log_dir and rank == 0:
@@ -85,7 +91,11 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
         forward.train()
         for b in range(0, len(share), config.batch_size):
             batch = share.subset(np.arange(b, b + config.batch_size))
-            desc = forward(images(batch.queries, batch.positives, batch.negatives).to(device))
+            load_started = time.perf_counter()
+            pixels = images(batch.queries, batch.positives, batch.negatives).to(device)
+            compute_started = time.perf_counter()
+            load_seconds += compute_started - load_started
+            desc = forward(pixels)
             n = len(batch)
             loss = loss_fn(desc[:n], desc[n : 2 * n], desc[2 * n :].reshape(n, config.num_negatives, -1))
             if (rank, epoch, step) in injected:
@@ -102,17 +112,23 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
                         f"{config.max_nonfinite_steps}); lower the learning rate or check the data")
                 continue
             loss.backward()
+            step_compute_seconds += time.perf_counter() - compute_started
             state.optimizer.step()
             losses.append(float(loss.detach()))
             tuples_seen += n
     state.scheduler.step()
     seconds = time.perf_counter() - started
-    loss_sum, steps, tuples_seen = collective.sum([sum(losses), len(losses), tuples_seen])
+    loss_sum, steps, tuples_seen, mining_forward, step_compute = collective.sum(
+        [sum(losses), len(losses), tuples_seen, embed_timings.get("forward", 0.0), step_compute_seconds])
     if steps == 0:
         log.warning("epoch %d trained no tuple (too few mined tuples for %d workers x batch %d)", epoch, world,
                     config.batch_size)
     return {"epoch": epoch, "loss": loss_sum / steps if steps else float("nan"), "tuples": int(tuples_seen),
             "tuples_per_s": tuples_seen / max(seconds, 1e-9), "mining_fraction": mining_seconds / max(seconds, 1e-9),
             "seconds": seconds, "mining_seconds": mining_seconds, "mining_embed_seconds": embed_seconds,
+            "mining_forward_seconds": embed_timings.get("forward", 0.0),
+            "mining_decode_seconds": embed_timings.get("decode", 0.0),
+            "step_compute_seconds": step_compute_seconds, "step_load_seconds": load_seconds,
+            "mining_compute_share": mining_forward / max(mining_forward + step_compute, 1e-9),
             "mined_images": mined_images, "trained_images": int(tuples_seen) * (2 + config.num_negatives),
             "nonfinite_steps": state.nonfinite_steps, "lr": state.scheduler.get_last_lr()[0]}

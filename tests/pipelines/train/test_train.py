@@ -72,6 +72,12 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     saved = json.loads(open(os.path.join(second.run_dir, "history.json")).read())
     assert saved["best_epoch"] == best_epoch(second.history, config.select_n)
     assert second.history[2]["tuples"] > 0 and second.history[2]["loss"] > 0
+    # Re-mining's time and compute, timed inside the epoch: the forward passes are part of the embedding,
+    # the embedding part of re-mining, and the compute share lies strictly between 0 and 1.
+    row = second.history[2]
+    assert 0 < row["mining_forward_seconds"] <= row["mining_embed_seconds"] <= row["mining_seconds"] < row["seconds"]
+    assert 0 < row["step_compute_seconds"] < row["seconds"] and row["step_load_seconds"] > 0
+    assert 0 < row["mining_compute_share"] < 1 and 0 < row["mining_fraction"] < 1
 
     # The distributed mining on the city: epoch 1 mined with the k-means model, epoch 2 (after the resume)
     # with epoch 1's checkpoint; a chunk after the first of an epoch mined with a model not kept, so only its

@@ -15,7 +15,8 @@ process of its own (its peak RSS is that process's); R@1 is the share of queries
 the exact top-1, R@10 the share of the exact top-10 found in the approximate top-10. HNSW at the full size
 costs more than a 2-core machine can spend (graph construction grows with N log N and the dimension), so it
 is measured on the first --hnsw-rows rows and its build time extrapolated linearly in N (a lower bound).
-A sharded build (Ray tasks, --shards) of the IVF-PQ index is timed against the one-process build.
+A sharded build (Ray tasks, --shards) of the IVF-PQ index is timed against the one-process build. Each built
+index is also searched at other settings of its speed/recall knob (IVF-PQ nprobe, HNSW efSearch: "tradeoff").
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ PLACES = 20_000
 NOISE = 0.6
 QUERIES = 1_000
 ROWS_PER_PART = 65_536
-MIN_PARTS = 8  # a sharded build splits the store by parts: small scales still get several
+MIN_PARTS = 8
+SEARCH_KNOB_VALUES = {"nprobe": [1, 4, 16, 64, 128, 256], "ef_search": [16, 32, 64, 256, 512]}  # a sharded build splits the store by parts: small scales still get several
 
 
 def vectors(rng: np.random.Generator, places: np.ndarray, n: int) -> np.ndarray:
@@ -115,12 +117,25 @@ def build_and_search(store_uri: str, out: str, spec: dict, queries_path: str, ro
     started = time.perf_counter()
     results = index.search(queries, 10)
     search = time.perf_counter() - started
-    found = np.array([[int(m.id[1:]) for m in r] + [-1] * (10 - len(r)) for r in results])
+    found = ids_of(results)
+    tradeoff = []  # the same index searched at other settings of its speed/recall knob
+    knob = {"ivfpq": "nprobe", "hnsw": "ef_search"}.get(spec["kind"])
+    for value in SEARCH_KNOB_VALUES.get(knob, []):
+        index.set_search_params(**{knob: value})
+        started = time.perf_counter()
+        swept = index.search(queries, 10)
+        tradeoff.append({knob: value, "queries_per_s": len(queries) / (time.perf_counter() - started),
+                         "found": ids_of(swept).tolist()})
     size = sum(os.path.getsize(os.path.join(out, s["file"])) for s in record["shards"])
     return {"build_seconds": build, "search_seconds": search, "queries_per_s": len(queries) / search,
             "index_bytes": size, "bytes_per_vector": size / record["count"], "rows": record["count"],
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "found": found.tolist(),
-            "spec": record["spec"]}
+            "spec": record["spec"], "tradeoff": tradeoff}
+
+
+def ids_of(results) -> np.ndarray:
+    """(M, 10) database rows of each query's matches (-1 where fewer came back)."""
+    return np.array([[int(m.id[1:]) for m in r] + [-1] * (10 - len(r)) for r in results])
 
 
 def prefix_store(store_uri: str, rows: int) -> str:
@@ -206,16 +221,20 @@ def main(argv=None) -> int:
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         found = np.array(row.pop("found"))
+        swept = [(point, np.array(point.pop("found"))) for point in row["tradeoff"]]
         if subset:  # against exact search over the same prefix
             from sare_core.evaluation.search import knn_search
             from sare_core.store import open_store
 
             prefix = open_store(f"{store_uri}_first{subset}").read(role="database", columns=["descriptor"]).descriptors
             sub_exact = knn_search(written["queries"], prefix, 10, mode="flat").indices
-            row.update(recall(found, sub_exact))
+            reference = sub_exact
             row["build_seconds_extrapolated_to_all_rows"] = row["build_seconds"] * rows / row["rows"]
         else:
-            row.update(recall(found, exact))
+            reference = exact
+        row.update(recall(found, reference))
+        for point, point_found in swept:
+            point.update(recall(point_found, reference))
         result[kind] = row
         save()
         print(json.dumps({kind: row}), flush=True)

@@ -205,6 +205,14 @@ class LocalizationIndex:
                              f"index.json says {record['count']}: an incomplete or edited index")
         return cls(record, index, entries, uri, shards)
 
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Trade recall for speed at search time: IVF-PQ lists visited, HNSW candidates kept (ignored by the
+        kinds they do not apply to; the record's spec follows, so `record["spec"]` says what is in force)."""
+        changes = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
+        spec = IndexSpec(**{**self.record["spec"], **changes})
+        configure_search(self.index, spec)
+        self.record["spec"] = spec.model_dump(mode="json")
+
     @property
     def model_hash(self) -> str:
         return self.record["model_hash"]

@@ -61,6 +61,24 @@ def test_approximate_kinds_find_most_exact_neighbours(database, tmp_path, spec):
     assert np.mean([g in row for g, row in zip(got, exact)]) >= 0.9
 
 
+def test_search_knob_trades_recall_for_work(database, tmp_path):
+    """nprobe = nlist visits every list, so it finds at least what one list finds; the record says what is set."""
+    uri, db, q, _ = database
+    build_index(uri, str(tmp_path / "ivf"), IndexSpec(kind="ivfpq", nlist=16, pq_m=8, nprobe=4))
+    index = LocalizationIndex.load(str(tmp_path / "ivf"))
+    exact = brute_force(q, db, 10)
+
+    def hits(nprobe):
+        index.set_search_params(nprobe=nprobe)
+        assert index.record["spec"]["nprobe"] == nprobe
+        return sum(int(m.id[4:9]) in row for matches, row in zip(index.search(q, 10), exact) for m in matches)
+
+    one, every = hits(1), hits(16)
+    assert every > one
+    with pytest.raises(ValueError, match="nprobe"):
+        index.set_search_params(nprobe=0)
+
+
 def test_shards_search_as_one_index(database, tmp_path):
     uri, db, q, _ = database
     build_index(uri, str(tmp_path / "one"), IndexSpec(kind="flat"))

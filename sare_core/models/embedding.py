@@ -55,17 +55,19 @@ class EmbeddingModel(nn.Module):
             raise ValueError(f"whitening expects {whitening.input_dim}-dim input, the model pools to {self.pooled_dim}")
         self.whitening = whitening
 
-    def local_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, local_dim, h, w) feature maps entering the pooling layer."""
-        x = self.backbone(images)
+    def local_features(self, images: torch.Tensor, from_frozen: bool = False) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, local_dim, h, w) feature maps entering the pooling layer. With `from_frozen`,
+        the input is already the backbone's frozen-prefix output (a `FrozenFeatureCache`'s maps)."""
+        x = self.backbone.trainable(images) if from_frozen else self.backbone(images)
         return self.reduction(x) if self.reduction is not None else x
 
-    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+    def pooled(self, images: torch.Tensor, from_frozen: bool = False) -> torch.Tensor:
         """(B, 3, H, W) -> (B, pooled_dim) L2-normalised descriptors before whitening."""
-        return self.pool(self.local_features(images))
+        return self.pool(self.local_features(images, from_frozen))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        desc = self.pooled(images)
+    def forward(self, images: torch.Tensor, from_frozen: bool = False) -> torch.Tensor:
+        """(B, 3, H, W) images (or, with `from_frozen`, frozen-prefix maps) -> (B, D) unit descriptors."""
+        desc = self.pooled(images, from_frozen)
         if self.whitening is not None:
             desc = self.whitening(desc)
         return F.normalize(desc, p=2, dim=1)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .embedding import EmbeddingModel
+from .frozen_cache import FrozenFeatureCache
 from .preprocessing import load_rgb
 
 
@@ -36,6 +37,7 @@ def embed_paths(
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
     timings: MutableMapping[str, float] | None = None,
+    cache: FrozenFeatureCache | None = None,
 ) -> np.ndarray:
     """(len(paths), D) float32 L2-normalised descriptors, in the order of `paths`.
 
@@ -44,13 +46,21 @@ def embed_paths(
     equal size. The model is put in eval mode for the call and restored afterwards. `progress(n)` is called
     with each batch's size. `timings`, when given, gains the call's seconds under "decode" (waiting for
     decoded images: the decoding not hidden behind forward passes) and "forward" (the forward passes).
+    `cache`: the model's `FrozenFeatureCache` (a training run's); images it holds are not decoded and run
+    through the trainable layers only, the others fill it (needs a fixed model.image_size).
     """
     net = model.module if hasattr(model, "module") else model  # a DDP wrapper holds the model
     prep = net.preprocessor
+    if cache is not None and not cache.applies_to(net):
+        raise ValueError("the frozen-feature cache was filled by another model's frozen layers")
+    if cache is not None and net.config.image_size is None:
+        raise ValueError("a frozen-feature cache needs a fixed model.image_size (maps of one shape)")
     was_training = net.training
     net.eval()
     out = np.empty((len(paths), net.descriptor_dim), dtype=np.float32)
     batches = [paths[s : s + batch_size] for s in range(0, len(paths), batch_size)]
+    if cache is not None:
+        return _embed_cached(net, prep, batches, out, cache, progress, timings, was_training)
     decode = forward = 0.0
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
@@ -73,6 +83,44 @@ def embed_paths(
                 if progress is not None:
                     progress(len(pixels))
                 start += len(pixels)
+    finally:
+        net.train(was_training)
+    if timings is not None:
+        timings["decode"] = timings.get("decode", 0.0) + decode
+        timings["forward"] = timings.get("forward", 0.0) + forward
+    return out
+
+
+def _embed_cached(net, prep, batches, out, cache, progress, timings, was_training) -> np.ndarray:
+    """`embed_paths` through a frozen-feature cache: only the batch's uncached images are decoded (ahead, in
+    a thread, while the model runs) and run through the frozen layers."""
+    decode = forward = 0.0
+
+    def decode_missing(batch, skip=()):
+        paths = [p for p in cache.missing(batch) if p not in skip]
+        return dict(zip(paths, _decode(prep, paths)))
+
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            pending = pool.submit(decode_missing, batches[0]) if batches else None
+            start = 0
+            for b, batch in enumerate(batches):
+                started = time.perf_counter()
+                decoded = pending.result()
+                needed = cache.missing(batch)
+                # Those the cache dropped since (its budget full) or that the look-ahead skipped.
+                decoded.update(dict(zip(late := [p for p in needed if p not in decoded], _decode(prep, late))))
+                decode += time.perf_counter() - started
+                pending = (pool.submit(decode_missing, batches[b + 1], frozenset(needed))
+                           if b + 1 < len(batches) else None)
+                started = time.perf_counter()
+                pixels = prep.normalize_uint8(np.stack([decoded[p] for p in needed])) if needed else None
+                maps = cache.features(batch, pixels)
+                out[start : start + len(batch)] = net(maps, from_frozen=True).float().cpu().numpy()
+                forward += time.perf_counter() - started
+                if progress is not None:
+                    progress(len(batch))
+                start += len(batch)
     finally:
         net.train(was_training)
     if timings is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..models.frozen_cache import FrozenFeatureCache
 from ..models.inference import embed_paths
 
 
@@ -26,6 +27,15 @@ class LocalCollective:
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
+        # This worker's frozen-feature cache of the model being trained (set by `run_epochs`), used by
+        # `embed` for that model; None: every image runs through the whole model.
+        self.frozen_cache: FrozenFeatureCache | None = None
+
+    def cache_for(self, model) -> FrozenFeatureCache | None:
+        """The frozen-feature cache when it belongs to `model` (or the model a DDP wrapper holds)."""
+        net = model.module if hasattr(model, "module") else model
+        cache = self.frozen_cache
+        return cache if cache is not None and cache.applies_to(net) else None
 
     def share(self, count: int) -> np.ndarray:
         """This worker's contiguous share of `count` items (indices)."""
@@ -35,7 +45,8 @@ class LocalCollective:
               timings: MutableMapping[str, float] | None = None) -> np.ndarray:
         """(len(paths), D) float32 descriptors of every path, on every worker; `timings` as `embed_paths`
         (this worker's share)."""
-        return embed_paths(model, list(paths), batch_size=batch_size, device=self.device, timings=timings)
+        return embed_paths(model, list(paths), batch_size=batch_size, device=self.device, timings=timings,
+                           cache=self.cache_for(model))
 
     def any(self, flag: bool) -> bool:
         """Whether `flag` holds on any worker."""
@@ -68,7 +79,7 @@ class DistributedCollective(LocalCollective):
               timings: MutableMapping[str, float] | None = None) -> np.ndarray:
         shares = np.array_split(np.arange(len(paths)), self.world)
         mine = embed_paths(model, [paths[i] for i in shares[self.rank]], batch_size=batch_size, device=self.device,
-                           timings=timings)
+                           timings=timings, cache=self.cache_for(model))
         dim = mine.shape[1]
         padded = torch.zeros(max(len(s) for s in shares), dim, dtype=torch.float32, device=self.device)
         padded[: len(mine)] = torch.from_numpy(mine).to(self.device)

@@ -62,6 +62,10 @@ class TrainConfig(BaseModel):
         True, description="trainable BatchNorm layers keep normalising with their pretrained running statistics "
         "(their scale/shift still train); batch statistics of a few tuples per worker are too noisy")
     color_jitter: float = Field(0.0, ge=0, le=1, description="strength of colour jitter on training queries")
+    frozen_cache_mb: int = Field(
+        2048, ge=0, description="per worker: MiB of frozen-layer feature maps kept per image, so that the layers "
+        "before train_from run once per image and run (sare_core.models.frozen_cache); 0: off. Needs a fixed "
+        "model.image_size; colour-jittered queries always run through every layer")
     max_nonfinite_steps: int = Field(20, ge=0, description="steps with a non-finite loss tolerated per run")
 
     val_ns: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])

@@ -49,7 +49,8 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     embedding alone, the images re-mining embedded (on all workers) and those the steps trained on (this
     worker's share times the world: every image of a tuple), the learning rate after the epoch.
     Timed in the same epoch on this worker: re-mining's forward passes and image decoding, the steps'
-    forward + loss + backward passes (`step_compute_seconds`) and tuple loading; `mining_compute_share` is
+    forward + loss + backward passes (`step_compute_seconds`, with the frozen layers of images a
+    frozen-feature cache did not hold yet) and tuple loading; `mining_compute_share` is
     re-mining's share of that compute (forward passes against forward + backward, summed over workers).
 
     forward: the module steps run through (the DDP wrapper of `state.model`; default the model itself).
@@ -92,10 +93,13 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
         for b in range(0, len(share), config.batch_size):
             batch = share.subset(np.arange(b, b + config.batch_size))
             load_started = time.perf_counter()
-            pixels = images(batch.queries, batch.positives, batch.negatives).to(device)
+            step_timings: dict[str, float] = {}
+            pixels = images(batch.queries, batch.positives, batch.negatives, step_timings).to(device)
             compute_started = time.perf_counter()
-            load_seconds += compute_started - load_started
-            desc = forward(pixels)
+            frozen_seconds = step_timings.get("frozen_forward", 0.0)  # uncached images' frozen layers
+            load_seconds += compute_started - load_started - frozen_seconds
+            step_compute_seconds += frozen_seconds
+            desc = forward(pixels, from_frozen=True) if images.from_frozen else forward(pixels)
             n = len(batch)
             loss = loss_fn(desc[:n], desc[n : 2 * n], desc[2 * n :].reshape(n, config.num_negatives, -1))
             if (rank, epoch, step) in injected:

@@ -17,6 +17,7 @@ import torch
 from ..data.place_dataset import PlaceDataset
 from ..losses import LossSpec, build_loss
 from ..mining import GroundTruthForTraining
+from ..models.frozen_cache import FrozenFeatureCache
 from .checkpoint import TrainingState
 from .collective import LocalCollective
 from .config import TrainConfig
@@ -35,6 +36,14 @@ def loss_function(config: TrainConfig):
     return build_loss(LossSpec(name=loss.name, kernel=loss.kernel, margin=loss.margin, temperature=loss.temperature))
 
 
+def frozen_cache(model, config: TrainConfig, device) -> FrozenFeatureCache | None:
+    """This worker's frozen-feature cache for `model`, or None where it is off or cannot apply (no frozen
+    layers, or images of varying size)."""
+    if not config.frozen_cache_mb or model.config.image_size is None or not len(list(model.backbone.frozen.children())):
+        return None
+    return FrozenFeatureCache(model.backbone.frozen, config.frozen_cache_mb * 2**20, device)
+
+
 def run_epochs(state: TrainingState, config: TrainConfig, train: PlaceDataset, val: PlaceDataset, report: Report,
                collective: LocalCollective | None = None, forward: torch.nn.Module | None = None,
                validate_fn: Callable | None = None) -> TrainingState:
@@ -49,7 +58,9 @@ def run_epochs(state: TrainingState, config: TrainConfig, train: PlaceDataset, v
     model = state.model
     model.backbone.freeze_batchnorm = config.freeze_batchnorm
     gt = GroundTruthForTraining.from_dataset(train)
-    images = TupleImages(train, model.preprocessor, config.color_jitter, config.seed * 1000 + collective.rank)
+    collective.frozen_cache = frozen_cache(model, config, collective.device)
+    images = TupleImages(train, model.preprocessor, config.color_jitter, config.seed * 1000 + collective.rank,
+                         cache=collective.frozen_cache)
     loss_fn = loss_function(config)
 
     def validation(epoch: int) -> dict:
@@ -63,6 +74,8 @@ def run_epochs(state: TrainingState, config: TrainConfig, train: PlaceDataset, v
         report(row, state)
     for epoch in range(state.epoch + 1, config.epochs + 1):
         row = train_epoch(state, config, train, gt, images, loss_fn, epoch, collective, forward)
+        if collective.frozen_cache is not None:  # this worker's
+            row.update({f"frozen_cache_{k}": v for k, v in collective.frozen_cache.stats().items()})
         row.update(validation(epoch))
         state.epoch = epoch
         state.history.append(row)

@@ -56,7 +56,8 @@ def write_store_share(model, rows, uri: str, metadata: StoreMetadata, collective
     if len(share) == 0:
         return []
     mine = rows.take(share)
-    desc = embed_paths(model, mine.column("path").to_pylist(), batch_size=batch_size, device=collective.device)
+    desc = embed_paths(model, mine.column("path").to_pylist(), batch_size=batch_size, device=collective.device,
+                       cache=collective.cache_for(model))
     utm = np.column_stack([mine.column("utm_east").to_numpy(), mine.column("utm_north").to_numpy()])
     labels = mine.column("label").to_numpy()
     geographic = bool(np.isfinite(utm).all())

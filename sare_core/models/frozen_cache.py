@@ -1,0 +1,91 @@
+"""What a model's frozen backbone prefix makes of each image, computed once per training run.
+
+Training updates only the layers from `train_from` on; the frozen prefix (no gradients, BatchNorm in eval
+mode) maps an image file to the same feature map in every epoch, yet on EfficientNet-Lite0 at 120x160 it is
+about 70% of a forward pass. A `FrozenFeatureCache` keeps those maps, per image path, so that re-mining,
+validation and the training steps run only the trainable suffix for images seen before.
+
+Valid while the prefix's weights and the preprocessing stay as they are: a cache belongs to one frozen module
+(`applies_to`) and one training run. Images whose pixels change between uses (colour-jittered queries) must
+not go through it. At most `max_bytes` of maps are kept; past that, images are computed each time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping, Sequence
+
+import torch
+import torch.nn as nn
+
+
+class FrozenFeatureCache:
+    """Per image path, the frozen prefix's (C, h, w) float32 output, kept on the CPU."""
+
+    def __init__(self, frozen: nn.Module, max_bytes: int, device: str | torch.device = "cpu"):
+        if not len(list(frozen.children())):
+            raise ValueError("the model has no frozen layers (train_from is its first layer): nothing to cache")
+        self.frozen = frozen
+        self.max_bytes = int(max_bytes)
+        self.device = torch.device(device)
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._maps: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._maps
+
+    def applies_to(self, model: nn.Module) -> bool:
+        """Whether `model` (an EmbeddingModel) runs the frozen module this cache was filled by."""
+        return getattr(getattr(model, "backbone", None), "frozen", None) is self.frozen
+
+    def missing(self, paths: Sequence[str]) -> list[str]:
+        """The distinct paths of `paths` not cached, in first-seen order (the images to decode)."""
+        return list(dict.fromkeys(p for p in paths if p not in self._maps))
+
+    @torch.no_grad()
+    def compute(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised pixels -> (B, C, h, w) frozen-prefix maps on the cache's device."""
+        was_training = self.frozen.training
+        self.frozen.eval()
+        try:
+            return self.frozen(pixels.to(self.device))
+        finally:
+            self.frozen.train(was_training)
+
+    def features(self, paths: Sequence[str], missing_pixels: torch.Tensor | None,
+                 timings: MutableMapping[str, float] | None = None) -> torch.Tensor:
+        """(len(paths), C, h, w) frozen maps of `paths` on the cache's device. `missing_pixels`: the
+        normalised pixels of `self.missing(paths)`, in that order (None when nothing is missing); their maps
+        are computed (timed under "frozen_forward" in `timings`) and kept while the budget allows."""
+        missing = self.missing(paths)
+        fresh: dict[str, torch.Tensor] = {}
+        if missing:
+            if missing_pixels is None or len(missing_pixels) != len(missing):
+                got = 0 if missing_pixels is None else len(missing_pixels)
+                raise ValueError(f"{len(missing)} images are not cached but {got} were decoded for them")
+            started = time.perf_counter()
+            maps = self.compute(missing_pixels)
+            if timings is not None:
+                timings["frozen_forward"] = timings.get("frozen_forward", 0.0) + time.perf_counter() - started
+            for path, fmap in zip(missing, maps):
+                fresh[path] = fmap
+                self._keep(path, fmap)
+        self.misses += len(missing)
+        self.hits += len(paths) - sum(1 for p in paths if p in fresh)
+        rows = [fresh[p] if p in fresh else self._maps[p].to(self.device, non_blocking=True) for p in paths]
+        return torch.stack(rows)
+
+    def _keep(self, path: str, fmap: torch.Tensor) -> None:
+        size = fmap.numel() * 4
+        if self.bytes + size > self.max_bytes:
+            return
+        self._maps[path] = fmap.detach().to("cpu", torch.float32).contiguous().clone()
+        self.bytes += size
+
+    def stats(self) -> dict:
+        """Images kept, their bytes, and the lookups served from the cache / computed so far."""
+        return {"images": len(self._maps), "bytes": self.bytes, "hits": self.hits, "misses": self.misses}

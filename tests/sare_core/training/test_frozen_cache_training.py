@@ -47,7 +47,7 @@ def test_a_run_through_the_cache_trains_as_a_run_without_it(tiny_city):
                              val_ns=[1, 5], select_n=1, frozen_cache_mb=cache_mb)
         rows = []
         run_epochs(TrainingState.start(tiny_model(), config), config, splits["train"], splits["val"],
-                   lambda row, _state: rows.append(row))
+                   lambda row, _state, rows=rows: rows.append(row))
         histories.append(rows)
         stats.append({k: v for k, v in rows[-1].items() if k.startswith("frozen_cache_")})
     plain, cached = histories

@@ -16,9 +16,10 @@ epoch, re-mining ~3,400 images per epoch. Tuples/s depends on the settings, so b
 work per second: W = BACKWARD_COST x trained images + mined images (forward-pass equivalents; a training
 image costs a forward and a backward pass, BACKWARD_COST forward passes in all, measured by
 benchmarks/train_throughput.py as train_step_s_per_image / forward_s_per_image; 3 if that JSON lacks it).
-This run's median epoch rate of W against the slow host's is the slowdown factor, applied to every stage's
-wall time. That assumes the whole host is uniformly slower, which the one measurement we have supports
-(the city took 121 s there, 48 s on the fast host: 2.5x).
+Images the frozen-feature cache served skip the frozen layers: each counts the frozen share of a forward pass
+less (results/frozen_cache.json, benchmarks/frozen_cache.py). This run's median epoch rate of W against the
+slow host's is the slowdown factor of every stage but the city; the city stage is scaled by its own time on
+the slow host (121 s there, 48 s on the fast host: 2.5x).
 
 Results go to results/demo_seeds[_<label>].json after every seed; a rerun skips seeds already there with the
 same config and overrides.
@@ -40,6 +41,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOW_HOST_TUPLES_PER_S = 2.8  # 2026-12-01, 400 tuples of 12 images and ~3,400 re-mined images per epoch
 SLOW_HOST_EPOCH = {"tuples": 400, "trained_images": 400 * 12, "mined_images": 3400}
+SLOW_HOST_CITY_SECONDS = 121.0  # the same host's city stage (small preset); 48 s on the fast host of 2026-11-28
 GOAL_GAIN = 0.15
 GOAL_MINUTES = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -144,10 +146,14 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
     rates = sorted(e["tuples_per_s"] for e in trained_epochs)
     median_rate = rates[len(rates) // 2]
     backward_cost = backward_cost_factor()
-    work_rates = sorted(work_units(e, backward_cost) / e["seconds"] for e in trained_epochs)
+    frozen_share = frozen_share_of_forward()
+    work_rates = sorted(work_units(e, backward_cost, frozen_share) / e["seconds"] for e in trained_epochs)
     median_work_rate = work_rates[len(work_rates) // 2]
     slow_host_work_rate = work_units(SLOW_HOST_EPOCH, backward_cost) * SLOW_HOST_TUPLES_PER_S / SLOW_HOST_EPOCH["tuples"]
-    slowdown = median_work_rate / slow_host_work_rate
+    slowdown_by_work = median_work_rate / slow_host_work_rate
+    slowdown_by_city = SLOW_HOST_CITY_SECONDS / stages["city"]["wall_s"]
+    projected_s = sum(st["wall_s"] * (slowdown_by_city if name == "city" else slowdown_by_work)
+                      for name, st in stages.items())
     return {
         "seed": seed, "command": " ".join(["sare"] + command[3:]),
         "recall@1": summary["recall@1"], "gain_recall@1": summary["gain_recall@1"],
@@ -156,8 +162,9 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
         "cpu_seconds": round(sampler.samples[-1][1], 1) if sampler.samples else None,
         "stages": stages, "training_tuples_per_s_median": median_rate,
         "backward_cost_forward_passes": backward_cost, "work_per_s_median": median_work_rate,
-        "slow_host_work_per_s": slow_host_work_rate,
-        "slowdown_to_slowest_host": slowdown, "projected_minutes_on_slowest_host": summary["minutes"] * slowdown,
+        "slow_host_work_per_s": slow_host_work_rate, "slowdown_by_work": slowdown_by_work,
+        "slowdown_by_city": slowdown_by_city, "frozen_share_of_forward": frozen_share,
+        "projected_minutes_on_slowest_host": projected_s / 60,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
     }
 
@@ -173,9 +180,20 @@ def backward_cost_factor() -> float:
         return 3.0
 
 
-def work_units(epoch: dict, backward_cost: float) -> float:
-    """An epoch's work in forward-pass equivalents: trained images cost backward_cost, mined images 1."""
-    return backward_cost * epoch["trained_images"] + epoch["mined_images"]
+def frozen_share_of_forward() -> float:
+    """The demo model's frozen layers' share of a forward pass (results/frozen_cache.json; 0 without it)."""
+    try:
+        with open(os.path.join(REPO, "results", "frozen_cache.json")) as f:
+            return float(json.load(f)["frozen_share_of_forward"])
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def work_units(epoch: dict, backward_cost: float, frozen_share: float = 0.0) -> float:
+    """An epoch's work in forward-pass equivalents: trained images cost backward_cost, mined images 1, less
+    the frozen layers' share of a forward pass for each image the frozen-feature cache served."""
+    cached = epoch.get("trained_cached_images", 0) + epoch.get("mined_cached_images", 0)
+    return backward_cost * epoch["trained_images"] + epoch["mined_images"] - frozen_share * cached
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,8 @@ SGD as configured; its tuples/s is compared with the Ray runs' training tuples/s
 
     .venv/bin/python benchmarks/train_throughput.py                   # small city, demo model
     .venv/bin/python benchmarks/train_throughput.py --preset tiny --queries 32 --chunk 16   # a quick check
+    .venv/bin/python benchmarks/train_throughput.py --queries 500 --chunk 250 --frozen-cache-mb 2048 \
+        --out results/train_throughput_frozen_cache.json    # the Ray runs with the frozen-feature cache
 
 Results go to results/train_throughput.json (with the load average before and after each run: timings from
 a busy machine say so).
@@ -61,7 +63,7 @@ def train_config(base: dict, manifest: str, workers: int, cpus: int, args, stora
         "num_workers": workers, "cpus_per_worker": cpus / workers, "epochs": 1, "use_gpu": False,
         "max_train_queries": args.queries, "chunk_size": args.chunk, "max_val_queries": args.val_queries,
         "model": {**base["model"], "whitening_dim": None}, "val_store_dir": None, "seed": args.seed,
-        "mining_log_dir": mining_log,
+        "mining_log_dir": mining_log, "frozen_cache_mb": args.frozen_cache_mb,
     })
 
 
@@ -142,6 +144,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 1], help="Ray runs in this order; the "
                         "first one's tuples are replayed by the plain loop")
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    parser.add_argument("--frozen-cache-mb", type=int, default=0, help="the Ray runs' frozen-feature cache (0: "
+                        "off, like the plain loop; the epoch's second half then reuses the first chunk's maps)")
     parser.add_argument("--out", default=os.path.join(REPO, "results", "train_throughput.json"))
     args = parser.parse_args()
 
@@ -173,6 +177,7 @@ def main() -> None:
                      for r in runs} if plain else {}
     out = {"preset": args.preset, "seed": args.seed, "model": base["model"], "loss": base.get("loss"),
            "queries": args.queries, "chunk_size": args.chunk, "cpus": args.cpus, "runs": runs,
+           "frozen_cache_mb": args.frozen_cache_mb,
            "plain_loop": plain, "training_tuples_per_s_against_plain_loop": against_plain,
            "ratio_2_workers_to_1": ratios, "date": time.strftime("%Y-%m-%d %H:%M")}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -48,7 +48,8 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     the share of the epoch's time spent re-mining (planning, embedding the caches, mining), the time of the
     embedding alone, the images re-mining embedded (on all workers) and those the steps trained on (this
     worker's share times the world: every image of a tuple), the learning rate after the epoch.
-    Timed in the same epoch on this worker: re-mining's forward passes and image decoding, the steps'
+    With a frozen-feature cache, `mined_cached_images` / `trained_cached_images` count the images (all
+    workers) whose frozen layers did not run. Timed in the same epoch on this worker: re-mining's forward passes and image decoding, the steps'
     forward + loss + backward passes (`step_compute_seconds`, with the frozen layers of images a
     frozen-feature cache did not hold yet) and tuple loading; `mining_compute_share` is
     re-mining's share of that compute (forward passes against forward + backward, summed over workers).
@@ -64,6 +65,8 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     mining_seconds = embed_seconds = load_seconds = step_compute_seconds = 0.0
     embed_timings: dict[str, float] = {}
     mined_images = tuples_seen = 0
+    mining_cache, step_cache = collective.cache_for(state.model), images.cache
+    mined_cached = trained_cached = 0  # images whose frozen maps came from the cache
     order = epoch_order(gt, config, epoch)
     injected = {tuple(t) for t in config.inject_nonfinite}
     step = 0  # this worker's steps in this epoch
@@ -75,7 +78,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
         embed_started = time.perf_counter()
         # The chunk's queries and cache in one pass: one all-gather, no half-empty batch between them.
         cache_paths = [train.q_paths[i] for i in plan.queries] + [train.db_paths[i] for i in plan.cache_db]
+        hits_before = mining_cache.hits if mining_cache is not None else 0
         desc = collective.embed(state.model, cache_paths, config.extract_batch_size, embed_timings)
+        mined_cached += (mining_cache.hits - hits_before) if mining_cache is not None else 0
         q_desc, c_desc = desc[: len(plan.queries)], desc[len(plan.queries) :]
         embed_seconds += time.perf_counter() - embed_started
         tuples = mine_chunk(plan, q_desc, c_desc, state.mining, config.num_negatives)
@@ -94,7 +99,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             batch = share.subset(np.arange(b, b + config.batch_size))
             load_started = time.perf_counter()
             step_timings: dict[str, float] = {}
+            hits_before = step_cache.hits if step_cache is not None else 0
             pixels = images(batch.queries, batch.positives, batch.negatives, step_timings).to(device)
+            trained_cached += (step_cache.hits - hits_before) if step_cache is not None else 0
             compute_started = time.perf_counter()
             frozen_seconds = step_timings.get("frozen_forward", 0.0)  # uncached images' frozen layers
             load_seconds += compute_started - load_started - frozen_seconds
@@ -122,8 +129,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             tuples_seen += n
     state.scheduler.step()
     seconds = time.perf_counter() - started
-    loss_sum, steps, tuples_seen, mining_forward, step_compute = collective.sum(
-        [sum(losses), len(losses), tuples_seen, embed_timings.get("forward", 0.0), step_compute_seconds])
+    loss_sum, steps, tuples_seen, mining_forward, step_compute, mined_cached, trained_cached = collective.sum(
+        [sum(losses), len(losses), tuples_seen, embed_timings.get("forward", 0.0), step_compute_seconds,
+         mined_cached, trained_cached])
     if steps == 0:
         log.warning("epoch %d trained no tuple (too few mined tuples for %d workers x batch %d)", epoch, world,
                     config.batch_size)
@@ -135,4 +143,5 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             "step_compute_seconds": step_compute_seconds, "step_load_seconds": load_seconds,
             "mining_compute_share": mining_forward / max(mining_forward + step_compute, 1e-9),
             "mined_images": mined_images, "trained_images": int(tuples_seen) * (2 + config.num_negatives),
+            "mined_cached_images": int(mined_cached), "trained_cached_images": int(trained_cached),
             "nonfinite_steps": state.nonfinite_steps, "lr": state.scheduler.get_last_lr()[0]}

@@ -56,3 +56,7 @@ def test_a_run_through_the_cache_trains_as_a_run_without_it(tiny_city):
         for key in [k for k in ("loss", "val_recall@1", "val_recall@5", "tuples") if k in a]:
             np.testing.assert_allclose(b[key], a[key], rtol=1e-3, atol=1e-4, err_msg=f"epoch {a['epoch']} {key}")
     assert stats[0] == {} and stats[1]["frozen_cache_images"] > 0 and stats[1]["frozen_cache_hits"] > 0
+    # Epoch 1's steps train on images its re-mining just embedded; epoch 2 re-mines images seen in epoch 1.
+    assert plain[1]["trained_cached_images"] == plain[1]["mined_cached_images"] == 0
+    assert 0 < cached[1]["trained_cached_images"] <= cached[1]["trained_images"]
+    assert 0 < cached[2]["mined_cached_images"] <= cached[2]["mined_images"]

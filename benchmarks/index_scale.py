@@ -16,7 +16,9 @@ the exact top-1, R@10 the share of the exact top-10 found in the approximate top
 costs more than a 2-core machine can spend (graph construction grows with N log N and the dimension), so it
 is measured on the first --hnsw-rows rows and its build time extrapolated linearly in N (a lower bound).
 A sharded build (Ray tasks, --shards) of the IVF-PQ index is timed against the one-process build. Each built
-index is also searched at other settings of its speed/recall knob (IVF-PQ nprobe, HNSW efSearch: "tradeoff").
+index is also searched at other settings of its speed/recall knob (IVF-PQ nprobe, HNSW efSearch, the re-ranked
+shortlist's length: "tradeoff"). "ivfpq_rerank" is the same IVF-PQ index re-ranking a shortlist of 100 by exact
+distance to float16 copies of the vectors, memory-mapped from disk (2 D bytes per vector there, not in RAM).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ NOISE = 0.6
 QUERIES = 1_000
 ROWS_PER_PART = 65_536
 MIN_PARTS = 8
-SEARCH_KNOB_VALUES = {"nprobe": [1, 4, 16, 64, 128, 256], "ef_search": [16, 32, 64, 256, 512]}  # a sharded build splits the store by parts: small scales still get several
+SEARCH_KNOB_VALUES = {"nprobe": [1, 4, 16, 64, 128, 256], "ef_search": [16, 32, 64, 256, 512],
+                      "rerank": [10, 25, 50, 200, 400]}  # a sharded build splits the store by parts: small scales still get several
 
 
 def vectors(rng: np.random.Generator, places: np.ndarray, n: int) -> np.ndarray:
@@ -119,7 +122,7 @@ def build_and_search(store_uri: str, out: str, spec: dict, queries_path: str, ro
     search = time.perf_counter() - started
     found = ids_of(results)
     tradeoff = []  # the same index searched at other settings of its speed/recall knob
-    knob = {"ivfpq": "nprobe", "hnsw": "ef_search"}.get(spec["kind"])
+    knob = "rerank" if spec.get("rerank") else {"ivfpq": "nprobe", "hnsw": "ef_search"}.get(spec["kind"])
     for value in SEARCH_KNOB_VALUES.get(knob, []):
         index.set_search_params(**{knob: value})
         started = time.perf_counter()
@@ -127,8 +130,10 @@ def build_and_search(store_uri: str, out: str, spec: dict, queries_path: str, ro
         tradeoff.append({knob: value, "queries_per_s": len(queries) / (time.perf_counter() - started),
                          "found": ids_of(swept).tolist()})
     size = sum(os.path.getsize(os.path.join(out, s["file"])) for s in record["shards"])
+    refine_bytes = os.path.getsize(os.path.join(out, record["refine_file"])) if record.get("refine_file") else 0
     return {"build_seconds": build, "search_seconds": search, "queries_per_s": len(queries) / search,
             "index_bytes": size, "bytes_per_vector": size / record["count"], "rows": record["count"],
+            "refine_bytes_on_disk": refine_bytes,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "found": found.tolist(),
             "spec": record["spec"], "tradeoff": tradeoff}
 
@@ -171,7 +176,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=list(SCALES), required=True)
     parser.add_argument("--work", default="/tmp/sare_index_scale", help="where the synthetic store and indexes go")
-    parser.add_argument("--kinds", default="ivfpq,hnsw")
+    parser.add_argument("--kinds", default="ivfpq,ivfpq_rerank,hnsw")
     parser.add_argument("--hnsw-rows", type=int, default=100_000)
     parser.add_argument("--shards", type=int, default=2, help="sharded IVF-PQ build on Ray (0: skip)")
     parser.add_argument("--worker", nargs=4, metavar=("STORE", "OUT", "SPEC", "QUERIES"), help=argparse.SUPPRESS)
@@ -209,7 +214,9 @@ def main(argv=None) -> int:
         print(json.dumps({"flat": result["flat"]}), flush=True)
     exact = np.load(os.path.join(work, "exact.npy"))
     specs = {"ivfpq": {"kind": "ivfpq", "nlist": nlist, "pq_m": pq_m, "train_size": train_size, "nprobe": 32},
-             "hnsw": {"kind": "hnsw", "hnsw_m": 32, "ef_construction": 80, "ef_search": 128}}
+             "hnsw": {"kind": "hnsw", "hnsw_m": 32, "ef_construction": 80, "ef_search": 128},
+             "ivfpq_rerank": {"kind": "ivfpq", "nlist": nlist, "pq_m": pq_m, "train_size": train_size, "nprobe": 32,
+                              "rerank": 100}}
     for kind in [k for k in args.kinds.split(",") if k]:
         if kind in result:
             continue

@@ -42,6 +42,7 @@ def run(config: IndexBuildConfig) -> dict:
 
     from sare_core.index.faiss_index import serialize
     from sare_core.index.store_index import (
+        allocate_refine,
         build_shard,
         database_parts,
         index_record,
@@ -60,8 +61,9 @@ def run(config: IndexBuildConfig) -> dict:
     empty = serialize(trained_empty_index(store, spec, config.split))
     parts = database_parts(store, config.split)
     groups = [list(g) for g in np.array_split(np.array(parts, dtype=object), min(config.shards, len(parts)))]
+    refine = allocate_refine(config.out, store, spec, config.split, groups)
     if len(groups) == 1:
-        built = [build_shard(config.store, empty, groups[0], config.split)]
+        built = [build_shard(config.store, empty, groups[0], config.split, refine=refine[0])]
     else:
         import ray
 
@@ -69,7 +71,10 @@ def run(config: IndexBuildConfig) -> dict:
         try:
             task = ray.remote(num_cpus=1)(build_shard)
             empty_ref = ray.put(empty)
-            built = ray.get([task.remote(config.store, empty_ref, group, config.split) for group in groups])
+            # With rerank, the tasks write their rows into the one refine file in config.out: a local folder the
+            # tasks share (one node, or a shared file system).
+            built = ray.get([task.remote(config.store, empty_ref, group, config.split, None, r)
+                             for group, r in zip(groups, refine)])
         finally:
             if started_ray:
                 ray.shutdown()

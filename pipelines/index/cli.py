@@ -10,7 +10,8 @@ def _build_cmd(args: argparse.Namespace) -> int:
 
     from .build import IndexBuildConfig, run
 
-    spec = {k: v for k, v in (("kind", args.kind), ("nlist", args.nlist), ("pq_m", args.pq_m)) if v is not None}
+    spec = {k: v for k, v in (("kind", args.kind), ("nlist", args.nlist), ("pq_m", args.pq_m),
+                              ("rerank", args.rerank)) if v is not None}
     base = {"store": args.store, "out": args.out, "split": args.split, "shards": args.shards,
             "images_root": args.images_root, "spec": spec or None}
     record = run(load_config(IndexBuildConfig, args.config, args.set, base=base))
@@ -33,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--kind", choices=("flat", "ivfpq", "hnsw"), help="default flat (exact)")
     p.add_argument("--nlist", type=int, help="ivfpq: inverted lists (default about 4 sqrt(N))")
     p.add_argument("--pq-m", dest="pq_m", type=int, help="ivfpq: bytes per vector (default D / 16)")
+    p.add_argument("--rerank", type=int, help="ivfpq: re-rank a shortlist of this many by exact distance to "
+                   "float16 copies of the vectors kept beside the index (2 D bytes per vector on disk)")
     p.add_argument("--split", help="index only this split's database rows")
     p.add_argument("--shards", type=int, help="build in this many shards on Ray workers (default 1)")
     p.add_argument("--images-root", dest="images_root", help="folder the store's image ids are relative to")

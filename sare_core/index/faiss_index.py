@@ -36,12 +36,15 @@ class IndexSpec(BaseModel):
     hnsw_m: int = Field(32, ge=4, description="HNSW: neighbours per node")
     ef_construction: int = Field(80, ge=8)
     ef_search: int = Field(128, ge=8, description="HNSW: candidates kept per query")
+    rerank: int = Field(0, ge=0, description="IVF-PQ: shortlist this many by the compressed codes, then re-rank "
+                        "them by exact distance to the full descriptors, kept beside the index as float16 (2 D "
+                        "bytes per vector on disk, memory-mapped, not in RAM); 0: off")
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> IndexSpec:
-        if self.kind != "ivfpq" and (self.nlist or self.pq_m):
-            raise ValueError(f"nlist / pq_m apply to kind ivfpq, not {self.kind}")
+        if self.kind != "ivfpq" and (self.nlist or self.pq_m or self.rerank):
+            raise ValueError(f"nlist / pq_m / rerank apply to kind ivfpq, not {self.kind}")
         return self
 
     def resolved(self, dim: int, count: int) -> IndexSpec:
@@ -55,6 +58,8 @@ class IndexSpec(BaseModel):
             raise ValueError(f"pq_m: {pq_m} does not divide the descriptors' {dim} dims")
         if count < nlist:
             raise ValueError(f"nlist: {nlist} lists for {count} vectors; give fewer lists or use kind flat")
+        if count < 256:
+            raise ValueError(f"kind ivfpq: {count} vectors cannot train its 256-entry codebooks; use kind flat")
         train_size = min(count, self.train_size or max(64 * nlist, 20_000))
         return self.model_copy(update={"nlist": nlist, "pq_m": pq_m, "train_size": train_size})
 

@@ -79,6 +79,35 @@ def test_search_knob_trades_recall_for_work(database, tmp_path):
         index.set_search_params(nprobe=0)
 
 
+def test_reranked_ivfpq_finds_the_exact_neighbours_its_codes_miss(database, tmp_path):
+    """A coarse PQ (4 bytes for 32 dims) ranks poorly; re-ranking its shortlist of 50 by exact distance to the
+    float16 copies recovers the exact top-1, and a sharded build writes the same copies as one build."""
+    uri, db, q, _ = database
+    exact = brute_force(q, db, 10)
+    spec = IndexSpec(kind="ivfpq", nlist=16, pq_m=4, nprobe=16, rerank=50)
+    record = build_index(uri, str(tmp_path / "one"), spec)
+    assert record["refine_bytes_per_vector"] == 2 * DIM
+    index = LocalizationIndex.load(str(tmp_path / "one"))
+    np.testing.assert_array_equal(index.refine, db.astype(np.float16))
+
+    def top1(idx):
+        return np.mean([int(m[0].id[4:9]) == row[0] for m, row in zip(idx.search(q, 5), exact)])
+
+    reranked = top1(index)
+    index.set_search_params(rerank=0)
+    codes_only = top1(index)
+    assert reranked >= 0.95 and reranked > codes_only
+    build_index(uri, str(tmp_path / "three"), spec, shards=3)
+    three = LocalizationIndex.load(str(tmp_path / "three"))
+    np.testing.assert_array_equal(three.refine, index.refine)
+    assert top1(three) == reranked
+    with pytest.raises(ValueError, match="rerank apply to kind ivfpq"):
+        IndexSpec(kind="hnsw", rerank=10)
+    build_index(uri, str(tmp_path / "plain"), IndexSpec(kind="ivfpq", nlist=16, pq_m=4))
+    with pytest.raises(ValueError, match="built without re-ranking vectors"):
+        LocalizationIndex.load(str(tmp_path / "plain")).set_search_params(rerank=20)
+
+
 def test_shards_search_as_one_index(database, tmp_path):
     uri, db, q, _ = database
     build_index(uri, str(tmp_path / "one"), IndexSpec(kind="flat"))
@@ -96,6 +125,8 @@ def test_index_on_s3_and_another_models_descriptors_refused(database, s3_uri):
     assert len(LocalizationIndex.load(out, expected_model_hash="modelA").search(q[:2], 3)[0]) == 3
     with pytest.raises(ModelMismatchError, match="model modelA, not of model modelB"):
         LocalizationIndex.load(out, expected_model_hash="modelB")
+    with pytest.raises(ValueError, match="memory-mapped from a local index folder"):
+        build_index(uri, f"{s3_uri}/indexes/b", IndexSpec(kind="ivfpq", nlist=16, pq_m=4, rerank=10))
 
 
 def test_ivfpq_spec_defaults_and_errors():

@@ -189,7 +189,8 @@ def run(config: DemoConfig) -> dict:
         "gain_recall@1": results["trained"].recalls[1] - results["off-the-shelf"].recalls[1],
         "best_epoch": trained.best_epoch,
         "epochs": [{k: h[k] for k in ("epoch", "val_recall@1", "tuples_per_s", "seconds", "mining_seconds",
-                                             "trained_images", "mined_images") if k in h}
+                                             "trained_images", "mined_images", "trained_cached_images",
+                                             "mined_cached_images") if k in h}
                    for h in trained.history],
         "located": located,
         "outputs": {"eval": eval_config.out_dir, "training_curves": os.path.join(trained.run_dir, "training_curves.png"),

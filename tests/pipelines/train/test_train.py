@@ -57,7 +57,10 @@ def audit_mining(record_path: str, mining_model, train, check_hardness: bool) ->
 
 
 def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
-    config = tiny_config(tiny_city, tmp_path, "run", epochs=1, mining_log_dir=str(tmp_path / "mining"))
+    # conv1 frozen: the DDP workers train through their frozen-feature caches (checked below).
+    config = tiny_config(tiny_city, tmp_path, "run", epochs=1, mining_log_dir=str(tmp_path / "mining"),
+                         model={"backbone": "tiny", "num_clusters": 8, "whitening_dim": 32, "image_size": [72, 96],
+                                "train_from": "conv2"})
     first = run(config)
     assert [h["epoch"] for h in first.history] == [0, 1]
     printed = capsys.readouterr().out
@@ -78,6 +81,8 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     assert 0 < row["mining_forward_seconds"] <= row["mining_embed_seconds"] <= row["mining_seconds"] < row["seconds"]
     assert 0 < row["step_compute_seconds"] < row["seconds"] and row["step_load_seconds"] > 0
     assert 0 < row["mining_compute_share"] < 1 and 0 < row["mining_fraction"] < 1
+    # Epoch 2 re-mines and trains on images epoch 1 (before the resume: a new cache) or its own re-mining saw.
+    assert 0 < row["trained_cached_images"] <= row["trained_images"] and row["frozen_cache_images"] > 0
 
     # The distributed mining on the city: epoch 1 mined with the k-means model, epoch 2 (after the resume)
     # with epoch 1's checkpoint; a chunk after the first of an epoch mined with a model not kept, so only its

@@ -49,9 +49,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     embedding alone, the images re-mining embedded (on all workers) and those the steps trained on (this
     worker's share times the world: every image of a tuple), the learning rate after the epoch.
     With a frozen-feature cache, `mined_cached_images` / `trained_cached_images` count the images (all
-    workers) whose frozen layers did not run. Timed in the same epoch on this worker: re-mining's forward passes and image decoding, the steps'
-    forward + loss + backward passes (`step_compute_seconds`, with the frozen layers of images a
-    frozen-feature cache did not hold yet) and tuple loading; `mining_compute_share` is
+    workers) whose frozen layers did not run. Timed in the same epoch on this worker: re-mining's forward
+    passes and image decoding, the steps' forward + loss + backward passes (`step_compute_seconds`, with the
+    frozen layers of images a frozen-feature cache did not hold yet) and tuple loading; `mining_compute_share` is
     re-mining's share of that compute (forward passes against forward + backward, summed over workers).
 
     forward: the module steps run through (the DDP wrapper of `state.model`; default the model itself).

@@ -18,6 +18,8 @@ import time
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sare_core.index.faiss_index import SearchParams
+
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +31,8 @@ class LocateConfig(BaseModel):
     k: int = Field(10, ge=1, description="matches per photo")
     radius: float = Field(25.0, gt=0, description="matches within this distance of each other agree on a place")
     out: str | None = Field(None, description="folder for locate.json and the sheets (default: none written)")
+    search: SearchParams = Field(default_factory=SearchParams, description="search-time index settings "
+                                 "(nprobe, ef_search, rerank; default: the index's own)")
     truth: list[tuple[float, float]] | None = Field(None, description="the photos' true positions, when known "
                                                    "(drawn on the sheets and reported as errors)")
 
@@ -44,13 +48,15 @@ class LocateConfig(BaseModel):
 class Localizer:
     """A model and an index that belong together, ready to locate photos (what `sare serve` replicas hold)."""
 
-    def __init__(self, model_path: str, index_path: str, device: str = "cpu"):
+    def __init__(self, model_path: str, index_path: str, device: str = "cpu", search: dict | None = None):
         from sare_core.index.store_index import LocalizationIndex
         from sare_core.models.io import load_model, model_hash
 
         self.model = load_model(model_path).eval().to(device)
         self.model_hash = model_hash(self.model)
         self.index = LocalizationIndex.load(index_path, expected_model_hash=self.model_hash)
+        if search:  # nprobe / ef_search / rerank (SearchParams) over the index's recorded ones
+            self.index.set_search_params(**search)
         self.device = device
 
     def describe(self, images) -> np.ndarray:
@@ -94,7 +100,7 @@ def run(config: LocateConfig) -> list[dict]:
 
     if config.truth is not None and len(config.truth) != len(config.photos):
         raise ValueError(f"truth: {len(config.truth)} positions for {len(config.photos)} photos")
-    localizer = Localizer(config.model, config.index)
+    localizer = Localizer(config.model, config.index, search=config.search.model_dump(exclude_none=True))
     results = localizer.locate([load_rgb(p) for p in config.photos], config.k, config.radius)
     for i, (photo, result) in enumerate(zip(config.photos, results)):
         result["photo"] = photo

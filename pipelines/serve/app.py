@@ -69,13 +69,13 @@ class LocalizerDeployment:
     """One replica: the model and the index in memory; photos located in batches."""
 
     def __init__(self, model: str, index: str, k: int = 10, radius: float = 25.0,
-                 max_upload_bytes: int = 10 << 20, max_batch_size: int = 8):
+                 max_upload_bytes: int = 10 << 20, max_batch_size: int = 8, search: dict | None = None):
         import torch
 
         from ..locate.locate import Localizer
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.localizer = Localizer(model, index, device=device)
+        self.localizer = Localizer(model, index, device=device, search=search)
         self.k, self.radius, self.max_upload_bytes = k, radius, max_upload_bytes
         self.known_ids = set(self.localizer.index.ids)
         self.locate_batch.set_max_batch_size(max_batch_size)

@@ -8,6 +8,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sare_core.index.faiss_index import SearchParams
+
 from .. import ray_session
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ class ServeConfig(BaseModel):
     radius: float = Field(25.0, gt=0)
     max_batch_size: int = Field(8, ge=1, description="photos per batched model pass")
     max_upload_bytes: int = Field(10 << 20, ge=1)
+    search: SearchParams = Field(default_factory=SearchParams, description="search-time index settings "
+                                 "(nprobe, ef_search, rerank; default: the index's own)")
     ray_address: str | None = None
 
 
@@ -40,7 +44,9 @@ def start(config: ServeConfig) -> str:
     from sare_core.models.io import load_model, model_hash
 
     # Fail here, in the driver, on a model and an index that do not belong together (not in every replica).
-    LocalizationIndex.load(config.index, expected_model_hash=model_hash(load_model(config.model)))
+    index = LocalizationIndex.load(config.index, expected_model_hash=model_hash(load_model(config.model)))
+    index.set_search_params(**config.search.model_dump(exclude_none=True))  # a bad setting fails here
+    del index
     ray_session.connect(config.ray_address)
     use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) >= 1
     serve.start(http_options={"host": config.host, "port": config.port})
@@ -50,7 +56,8 @@ def start(config: ServeConfig) -> str:
         num_replicas=config.replicas,
         ray_actor_options={"num_cpus": config.replica_cpus, "num_gpus": 1 if use_gpu else 0})
     serve.run(deployment.bind(config.model, config.index, config.k, config.radius, config.max_upload_bytes,
-                              config.max_batch_size), name=APPLICATION, route_prefix="/")
+                              config.max_batch_size, config.search.model_dump(exclude_none=True)),
+              name=APPLICATION, route_prefix="/")
     url = f"http://{config.host}:{config.port}"
     log.info("serving %s on %s (%d replica(s), %s)", config.index, url, config.replicas, "GPU" if use_gpu else "CPU")
     return url

@@ -72,6 +72,16 @@ class IndexSpec(BaseModel):
         return 4.0 * dim + 8.0 * self.hnsw_m
 
 
+class SearchParams(BaseModel):
+    """Search-time settings of a loaded index (None: the index's own): IVF-PQ lists visited, HNSW candidates
+    kept, IVF-PQ shortlist re-ranked exactly (0: none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    nprobe: int | None = Field(None, ge=1)
+    ef_search: int | None = Field(None, ge=8)
+    rerank: int | None = Field(None, ge=0)
+
+
 def _default_pq_m(dim: int) -> int:
     m = max(8, dim // 16)
     while dim % m:

@@ -62,3 +62,17 @@ def test_a_model_that_did_not_make_the_index_is_refused(indexed_city, tmp_path, 
     assert main(["locate", test.q_paths[0], "--model", other, "--index", index]) == 2
     err = capsys.readouterr().err
     assert "built from descriptors of model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_search_settings_are_applied_and_a_bad_one_is_refused(indexed_city, capsys):
+    work, model, index, split = indexed_city
+    photo = str(Path(split.q_paths[0]))
+    # A flat index takes nprobe (it has no lists: the setting is recorded and changes nothing).
+    assert main(["locate", "--model", model, "--index", index, photo, "--set", "search.nprobe=4", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert main(["locate", "--model", model, "--index", index, photo, "--json"]) == 0
+    second = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert [m["id"] for m in first[0]["matches"]] == [m["id"] for m in second[0]["matches"]]
+    # Re-ranking needs the float16 copies an index built with --rerank has.
+    assert main(["locate", "--model", model, "--index", index, photo, "--set", "search.rerank=5"]) != 0
+    assert "built without re-ranking vectors" in capsys.readouterr().err

@@ -59,30 +59,32 @@ def embed_paths(
     net.eval()
     out = np.empty((len(paths), net.descriptor_dim), dtype=np.float32)
     batches = [paths[s : s + batch_size] for s in range(0, len(paths), batch_size)]
-    if cache is not None:
-        return _embed_cached(net, prep, batches, out, cache, progress, timings, was_training)
-    decode = forward = 0.0
+
+    def run_plain(batch, pixels) -> tuple[np.ndarray, float]:
+        rows = np.empty((len(batch), net.descriptor_dim), dtype=np.float32)
+        # Split the batch where the image size changes, so every forward pass stacks equal shapes.
+        run_start = 0
+        for i in range(1, len(pixels) + 1):
+            if i == len(pixels) or pixels[i].shape != pixels[run_start].shape:
+                x = prep.normalize_uint8(np.stack(pixels[run_start:i])).to(device)
+                rows[run_start:i] = net(x).float().cpu().numpy()
+                run_start = i
+        return rows, 0.0
+
+    def run_cached(batch, decoded) -> tuple[np.ndarray, float]:
+        needed = cache.missing(batch)
+        started = time.perf_counter()  # those the cache dropped since it was looked at (its budget full)
+        decoded.update(zip(late := [p for p in needed if p not in decoded], _decode(prep, late)))
+        late_seconds = time.perf_counter() - started
+        pixels = prep.normalize_uint8(np.stack([decoded[p] for p in needed])) if needed else None
+        return net(cache.features(batch, pixels), from_frozen=True).float().cpu().numpy(), late_seconds
+
+    if cache is None:
+        load, run = (lambda batch: _decode(prep, batch)), run_plain
+    else:
+        load, run = (lambda batch: dict(zip(missing := cache.missing(batch), _decode(prep, missing)))), run_cached
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(_decode, prep, batches[0]) if batches else None
-            start = 0
-            for b in range(len(batches)):
-                started = time.perf_counter()
-                pixels = pending.result()
-                decode += time.perf_counter() - started
-                pending = pool.submit(_decode, prep, batches[b + 1]) if b + 1 < len(batches) else None
-                # Split the batch where the image size changes, so every forward pass stacks equal shapes.
-                run_start = 0
-                for i in range(1, len(pixels) + 1):
-                    if i == len(pixels) or pixels[i].shape != pixels[run_start].shape:
-                        x = prep.normalize_uint8(np.stack(pixels[run_start:i])).to(device)
-                        started = time.perf_counter()
-                        out[start + run_start : start + i] = net(x).float().cpu().numpy()
-                        forward += time.perf_counter() - started
-                        run_start = i
-                if progress is not None:
-                    progress(len(pixels))
-                start += len(pixels)
+        decode, forward = _prefetched(batches, load, run, out, progress)
     finally:
         net.train(was_training)
     if timings is not None:
@@ -91,39 +93,24 @@ def embed_paths(
     return out
 
 
-def _embed_cached(net, prep, batches, out, cache, progress, timings, was_training) -> np.ndarray:
-    """`embed_paths` through a frozen-feature cache: only the batch's uncached images are decoded (ahead, in
-    a thread, while the model runs) and run through the frozen layers."""
-    decode = forward = 0.0
-
-    def decode_missing(batch, skip=()):
-        paths = [p for p in cache.missing(batch) if p not in skip]
-        return dict(zip(paths, _decode(prep, paths)))
-
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(decode_missing, batches[0]) if batches else None
-            start = 0
-            for b, batch in enumerate(batches):
-                started = time.perf_counter()
-                decoded = pending.result()
-                needed = cache.missing(batch)
-                # Those the cache dropped since (its budget full) or that the look-ahead skipped.
-                decoded.update(dict(zip(late := [p for p in needed if p not in decoded], _decode(prep, late))))
-                decode += time.perf_counter() - started
-                pending = (pool.submit(decode_missing, batches[b + 1], frozenset(needed))
-                           if b + 1 < len(batches) else None)
-                started = time.perf_counter()
-                pixels = prep.normalize_uint8(np.stack([decoded[p] for p in needed])) if needed else None
-                maps = cache.features(batch, pixels)
-                out[start : start + len(batch)] = net(maps, from_frozen=True).float().cpu().numpy()
-                forward += time.perf_counter() - started
-                if progress is not None:
-                    progress(len(batch))
-                start += len(batch)
-    finally:
-        net.train(was_training)
-    if timings is not None:
-        timings["decode"] = timings.get("decode", 0.0) + decode
-        timings["forward"] = timings.get("forward", 0.0) + forward
-    return out
+def _prefetched(batches, load, run, out: np.ndarray, progress) -> tuple[float, float]:
+    """For each batch: `load(batch)` runs in a thread one batch ahead, `run(batch, loaded)` -> (rows, seconds
+    of it spent loading) fills `out` in order. Returns the seconds spent waiting for loads and running."""
+    waited = ran = 0.0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        start = 0
+        for b, batch in enumerate(batches):
+            started = time.perf_counter()
+            loaded = pending.result()
+            waited += time.perf_counter() - started
+            pending = pool.submit(load, batches[b + 1]) if b + 1 < len(batches) else None
+            started = time.perf_counter()
+            rows, loading = run(batch, loaded)
+            out[start : start + len(batch)] = rows
+            ran += time.perf_counter() - started - loading
+            waited += loading
+            if progress is not None:
+                progress(len(batch))
+            start += len(batch)
+    return waited, ran

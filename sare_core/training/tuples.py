@@ -3,7 +3,6 @@ frozen-feature cache, the frozen layers' maps."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import MutableMapping
 
 import numpy as np
@@ -59,10 +58,7 @@ class TupleImages:
             return self.prep.normalize_uint8(np.stack(pixels))
         if self.jitter is None:
             return self._cached(queries + others, timings)
-        started = time.perf_counter()
-        q_maps = self.cache.compute(self._pixels(queries, jitter=True))
-        if timings is not None:
-            timings["frozen_forward"] = timings.get("frozen_forward", 0.0) + time.perf_counter() - started
+        q_maps = self.cache.compute(self._pixels(queries, jitter=True), timings)
         return torch.cat([q_maps, self._cached(others, timings)])
 
     def _pixels(self, paths: list[str], jitter: bool = False) -> torch.Tensor:

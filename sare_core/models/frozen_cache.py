@@ -15,12 +15,18 @@ from __future__ import annotations
 import time
 from collections.abc import MutableMapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 
 class FrozenFeatureCache:
     """Per image path, the frozen prefix's (C, h, w) float32 output, kept on the CPU."""
+
+    # What embedding a cached image costs, as a fraction of an uncached one (decode + whole forward pass):
+    # the frozen prefix is 62-73% of a forward pass on the shipped models (benchmarks/frozen_cache.py,
+    # results/frozen_cache*.json) and a cached image is not decoded. Used to balance workers' shares.
+    hit_cost = 0.35
 
     def __init__(self, frozen: nn.Module, max_bytes: int, device: str | torch.device = "cpu"):
         if not len(list(frozen.children())):
@@ -41,6 +47,10 @@ class FrozenFeatureCache:
     def applies_to(self, model: nn.Module) -> bool:
         """Whether `model` (an EmbeddingModel) runs the frozen module this cache was filled by."""
         return getattr(getattr(model, "backbone", None), "frozen", None) is self.frozen
+
+    def held(self, paths: Sequence[str]) -> np.ndarray:
+        """(len(paths),) bool: which of `paths` are cached."""
+        return np.fromiter((p in self._maps for p in paths), dtype=bool, count=len(paths))
 
     def missing(self, paths: Sequence[str]) -> list[str]:
         """The distinct paths of `paths` not cached, in first-seen order (the images to decode)."""

@@ -77,15 +77,26 @@ class DistributedCollective(LocalCollective):
 
     def embed(self, model, paths: Sequence[str], batch_size: int,
               timings: MutableMapping[str, float] | None = None) -> np.ndarray:
-        shares = np.array_split(np.arange(len(paths)), self.world)
+        """As `LocalCollective.embed`. With a frozen-feature cache the shares follow the caches: each worker
+        takes the images it holds (they cost it `hit_cost` of an uncached one) and the uncached images fill
+        the shares up to equal cost (`cache_affine_shares`); without one, contiguous equal shares."""
+        cache = self.cache_for(model)
+        held = np.zeros(len(paths), dtype=np.uint8) if cache is None else cache.held(paths).astype(np.uint8)
+        everyone = [torch.zeros(len(paths), dtype=torch.uint8, device=self.device) for _ in range(self.world)]
+        dist.all_gather(everyone, torch.from_numpy(held).to(self.device))
+        hit_cost = FrozenFeatureCache.hit_cost if cache is None else cache.hit_cost
+        shares = cache_affine_shares(np.stack([h.cpu().numpy() for h in everyone]).astype(bool), hit_cost)
         mine = embed_paths(model, [paths[i] for i in shares[self.rank]], batch_size=batch_size, device=self.device,
-                           timings=timings, cache=self.cache_for(model))
+                           timings=timings, cache=cache)
         dim = mine.shape[1]
         padded = torch.zeros(max(len(s) for s in shares), dim, dtype=torch.float32, device=self.device)
         padded[: len(mine)] = torch.from_numpy(mine).to(self.device)
         gathered = [torch.zeros_like(padded) for _ in range(self.world)]
         dist.all_gather(gathered, padded)
-        return np.concatenate([g[: len(s)].cpu().numpy() for g, s in zip(gathered, shares)])
+        out = np.empty((len(paths), dim), dtype=np.float32)
+        for rows, share in zip(gathered, shares):
+            out[share] = rows[: len(share)].cpu().numpy()
+        return out
 
     def any(self, flag: bool) -> bool:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
@@ -106,6 +117,69 @@ class DistributedCollective(LocalCollective):
         out = [None] * self.world
         dist.all_gather_object(out, value)
         return out
+
+
+def cache_affine_shares(held: np.ndarray, hit_cost: float) -> list[np.ndarray]:
+    """Split the items of `held` ((world, N) bool: which worker's cache holds which item) into one share per
+    worker (sorted item indices; every item exactly once) of near-equal cost, an item costing `hit_cost` on a
+    worker that holds it and 1 elsewhere. Items go to a worker holding them (the least loaded one), the
+    uncached items fill the shares up to a common level, and while one share still costs more than another
+    by over 1 + hit_cost, its held items move to the cheapest share. Nothing held: contiguous equal shares.
+    Deterministic, so every worker computes the same split."""
+    world, count = held.shape
+    if not held.any():
+        return list(np.array_split(np.arange(count), world))
+    owner = np.full(count, -1, dtype=np.int64)
+    holders = held.sum(axis=0)
+    single = np.flatnonzero(holders == 1)
+    owner[single] = held[:, single].argmax(axis=0)
+    loads = np.bincount(owner[single], minlength=world).astype(np.float64) * hit_cost
+    for item in np.flatnonzero(holders > 1):  # held by several workers: the least loaded of them
+        candidates = np.flatnonzero(held[:, item])
+        worker = candidates[np.argmin(loads[candidates])]
+        owner[item] = worker
+        loads[worker] += hit_cost
+    free = np.flatnonzero(holders == 0)
+    counts = _water_fill(loads, len(free))
+    owner[free] = np.repeat(np.arange(world), counts)
+    loads += counts
+    for _ in range(64 * world):  # move items off the costliest share while that lowers its cost
+        high, low = int(np.argmax(loads)), int(np.argmin(loads))
+        mine = np.flatnonzero(owner == high)
+        cost_high = np.where(held[high, mine], hit_cost, 1.0)
+        cost_low = np.where(held[low, mine], hit_cost, 1.0)
+        moved = False
+        # kinds of item: cheapest to take over first, then those that free most on `high`
+        for c_low, c_high in sorted({(a, b) for a, b in zip(cost_low, cost_high)}, key=lambda c: (c[0], -c[1])):
+            kind = mine[(cost_low == c_low) & (cost_high == c_high)]
+            gap = loads[high] - loads[low]
+            count = min(len(kind), int(gap // (c_low + c_high)) or int(c_low < gap))
+            if count:
+                owner[kind[:count]] = low
+                loads[high] -= count * c_high
+                loads[low] += count * c_low
+                moved = True
+                break
+        if not moved:
+            break
+    return [np.flatnonzero(owner == w) for w in range(world)]
+
+
+def _water_fill(loads: np.ndarray, units: int) -> np.ndarray:
+    """(world,) int counts summing to `units` that bring `loads` closest to one level (lowest loads first)."""
+    counts = np.zeros(len(loads), dtype=np.int64)
+    if units == 0:
+        return counts
+    order = np.argsort(loads, kind="stable")
+    ranked = loads[order]
+    for j in range(1, len(ranked) + 1):  # fill the j lowest up to a common level
+        level = (units + ranked[:j].sum()) / j
+        if j == len(ranked) or level <= ranked[j]:
+            break
+    counts[order[:j]] = np.floor(level - ranked[:j]).astype(np.int64).clip(min=0)
+    for k in range(units - int(counts.sum())):  # the remainder, one each to the least loaded
+        counts[order[k % j]] += 1
+    return counts
 
 
 def collective_for(device: str | torch.device = "cpu") -> LocalCollective:

@@ -135,3 +135,44 @@ def _embed_worker(rank: int, world: int, port: int, paths: list[str], out: str) 
             np.save(out, gathered)
     finally:
         dist.destroy_process_group()
+
+
+def test_the_collective_embeds_cached_images_where_they_are_cached(tmp_path, toy_street_images):
+    paths = [str(p) for p in toy_street_images[:12]]
+    out = str(tmp_path / "cached.pt")
+    mp.spawn(_cached_embed_worker, args=(2, _free_port(), paths, out), nprocs=2, join=True)
+    from sare_core.models.inference import embed_paths
+
+    result = torch.load(out, weights_only=False)
+    np.testing.assert_allclose(result["gathered"], embed_paths(_cached_model(), paths, batch_size=3), atol=1e-5)
+    # worker 0 held images 0-5, worker 1 held 6-7: each embedded those from its cache (hits) and the shares
+    # of the other 4 uncached images brought both to near-equal cost
+    (hits0, misses0), (hits1, misses1) = result["counts"]
+    assert hits0 == 6 and hits1 == 2 and misses0 + misses1 == 4 and misses1 > misses0
+
+
+def _cached_model():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(backbone="tiny", num_clusters=4, whitening_dim=None, image_size=(32, 48),
+                                   train_from="conv3"))
+
+
+def _cached_embed_worker(rank: int, world: int, port: int, paths: list[str], out: str) -> None:
+    from sare_core.models.frozen_cache import FrozenFeatureCache
+    from sare_core.models.inference import embed_paths
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = _cached_model()
+        collective = DistributedCollective("cpu")
+        collective.frozen_cache = FrozenFeatureCache(model.backbone.frozen, 2**30)
+        embed_paths(model, paths[:6] if rank == 0 else paths[6:8], batch_size=3, cache=collective.frozen_cache)
+        before = collective.frozen_cache.hits, collective.frozen_cache.misses
+        gathered = collective.embed(model, paths, batch_size=3)
+        counts = collective.gather((collective.frozen_cache.hits - before[0], collective.frozen_cache.misses - before[1]))
+        if rank == 0:
+            torch.save({"gathered": gathered, "counts": counts}, out)
+    finally:
+        dist.destroy_process_group()

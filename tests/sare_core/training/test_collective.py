@@ -1,0 +1,65 @@
+"""How workers split the images to embed: shares follow the frozen-feature caches (a cached image costs a
+worker `hit_cost` of an uncached one) and stay near equal in cost; every image is embedded exactly once."""
+
+import numpy as np
+import pytest
+
+from sare_core.training.collective import cache_affine_shares
+
+HIT = 0.35
+
+
+def _costs(held, shares):
+    return [sum(HIT if held[w, i] else 1.0 for i in share) for w, share in enumerate(shares)]
+
+
+def _assert_partition(shares, count):
+    assert all(np.all(np.diff(s) > 0) for s in shares)  # sorted, no repeats
+    np.testing.assert_array_equal(np.sort(np.concatenate(shares)), np.arange(count))
+
+
+def test_nothing_cached_gives_contiguous_equal_shares():
+    shares = cache_affine_shares(np.zeros((3, 8), dtype=bool), HIT)
+    assert [s.tolist() for s in shares] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+def test_each_worker_takes_what_it_holds_and_the_uncached_fill_up_to_equal_cost():
+    held = np.zeros((2, 40), dtype=bool)
+    held[0, :20] = True  # worker 0 holds the first half: 20 x 0.35 = 7 units; 20 uncached images left
+    shares = cache_affine_shares(held, HIT)
+    _assert_partition(shares, 40)
+    assert set(range(20)) <= set(shares[0].tolist())  # it keeps all it holds
+    costs = _costs(held, shares)
+    assert abs(costs[0] - costs[1]) <= 1.0 + 1e-9 and len(shares[1]) == 14  # 7 + 6 = 13 vs 14
+
+
+def test_a_worker_holding_everything_hands_some_over_at_full_cost():
+    held = np.zeros((2, 100), dtype=bool)
+    held[0] = True
+    shares = cache_affine_shares(held, HIT)
+    _assert_partition(shares, 100)
+    costs = _costs(held, shares)
+    assert abs(costs[0] - costs[1]) <= 1.0 + 1e-9 and len(shares[1]) == 26  # 74 x 0.35 = 25.9 vs 26
+
+
+def test_images_held_by_several_workers_go_to_the_least_loaded_holder():
+    held = np.zeros((2, 10), dtype=bool)
+    held[:, :6] = True  # both hold 0-5; worker 0 also holds 6-9
+    held[0, 6:] = True
+    shares = cache_affine_shares(held, HIT)
+    _assert_partition(shares, 10)
+    assert set(range(6, 10)) <= set(shares[0].tolist()) and len(shares[0]) == 5 and len(shares[1]) == 5
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_holdings_are_split_exactly_once_within_one_image_of_equal_cost(seed):
+    rng = np.random.default_rng(seed)
+    world, count = int(rng.integers(1, 6)), int(rng.integers(1, 400))
+    held = rng.random((world, count)) < rng.random((world, 1))
+    shares = cache_affine_shares(held, HIT)
+    _assert_partition(shares, count)
+    costs = _costs(held, shares)
+    assert max(costs) - min(costs) <= 1.0 + 1e-9
+    # never worse than ignoring the caches (contiguous shares) by more than one image
+    contiguous = _costs(held, np.array_split(np.arange(count), world))
+    assert max(costs) <= max(contiguous) + 1.0 + 1e-9

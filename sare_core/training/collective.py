@@ -3,8 +3,9 @@ single process and DDP workers.
 
 `LocalCollective` is one process. `DistributedCollective` is one of several processes of an initialised
 `torch.distributed` process group (gloo on CPUs, NCCL on GPUs; Ray Train sets it up, `sare_core` never
-imports Ray): each worker embeds its contiguous share of a list of images and all of them receive every
-descriptor (all-gather), so that mining on every worker sees identical descriptors and mines identical tuples.
+imports Ray): each worker embeds its share of a list of images (contiguous, or the images its frozen-feature
+cache holds) and all of them receive every descriptor (all-gather), so that mining on every worker sees
+identical descriptors and mines identical tuples.
 """
 
 from __future__ import annotations
@@ -80,12 +81,16 @@ class DistributedCollective(LocalCollective):
         """As `LocalCollective.embed`. With a frozen-feature cache the shares follow the caches: each worker
         takes the images it holds (they cost it `hit_cost` of an uncached one) and the uncached images fill
         the shares up to equal cost (`cache_affine_shares`); without one, contiguous equal shares."""
-        cache = self.cache_for(model)
-        held = np.zeros(len(paths), dtype=np.uint8) if cache is None else cache.held(paths).astype(np.uint8)
-        everyone = [torch.zeros(len(paths), dtype=torch.uint8, device=self.device) for _ in range(self.world)]
-        dist.all_gather(everyone, torch.from_numpy(held).to(self.device))
-        hit_cost = FrozenFeatureCache.hit_cost if cache is None else cache.hit_cost
-        shares = cache_affine_shares(np.stack([h.cpu().numpy() for h in everyone]).astype(bool), hit_cost)
+        cache = self.cache_for(model)  # the same on every worker: one config, one model
+        if not len(paths):
+            return super().embed(model, paths, batch_size, timings)
+        if cache is None:
+            shares = np.array_split(np.arange(len(paths)), self.world)
+        else:
+            held = torch.from_numpy(cache.held(paths).astype(np.uint8)).to(self.device)
+            everyone = [torch.zeros_like(held) for _ in range(self.world)]
+            dist.all_gather(everyone, held)
+            shares = cache_affine_shares(torch.stack(everyone).cpu().numpy().astype(bool), cache.hit_cost)
         mine = embed_paths(model, [paths[i] for i in shares[self.rank]], batch_size=batch_size, device=self.device,
                            timings=timings, cache=cache)
         dim = mine.shape[1]
@@ -121,64 +126,68 @@ class DistributedCollective(LocalCollective):
 
 def cache_affine_shares(held: np.ndarray, hit_cost: float) -> list[np.ndarray]:
     """Split the items of `held` ((world, N) bool: which worker's cache holds which item) into one share per
-    worker (sorted item indices; every item exactly once) of near-equal cost, an item costing `hit_cost` on a
-    worker that holds it and 1 elsewhere. Items go to a worker holding them (the least loaded one), the
-    uncached items fill the shares up to a common level, and while one share still costs more than another
-    by over 1 + hit_cost, its held items move to the cheapest share. Nothing held: contiguous equal shares.
-    Deterministic, so every worker computes the same split."""
+    worker (sorted item indices; every item exactly once) of near-equal cost, an item costing `hit_cost`
+    (0 < hit_cost <= 1) on a worker that holds it and 1 elsewhere. Items held by one worker go to it, those
+    held by several are spread over their holders, the uncached ones fill the shares up to a common level,
+    and items then move from the costliest share to the cheapest while that lowers the costliest: the
+    shares end within one uncached image of each other. Nothing held: contiguous equal shares. Costs are
+    counted in integer hundredths, so every worker computes the same split from the same `held`."""
+    if not 0 < hit_cost <= 1:
+        raise ValueError(f"hit_cost={hit_cost} must be in (0, 1]: what a cached image costs against an uncached one")
     world, count = held.shape
     if not held.any():
         return list(np.array_split(np.arange(count), world))
+    hit, miss = max(1, round(100 * hit_cost)), 100
     owner = np.full(count, -1, dtype=np.int64)
-    holders = held.sum(axis=0)
-    single = np.flatnonzero(holders == 1)
-    owner[single] = held[:, single].argmax(axis=0)
-    loads = np.bincount(owner[single], minlength=world).astype(np.float64) * hit_cost
-    for item in np.flatnonzero(holders > 1):  # held by several workers: the least loaded of them
-        candidates = np.flatnonzero(held[:, item])
-        worker = candidates[np.argmin(loads[candidates])]
-        owner[item] = worker
-        loads[worker] += hit_cost
-    free = np.flatnonzero(holders == 0)
-    counts = _water_fill(loads, len(free))
+    loads = np.zeros(world, dtype=np.int64)
+    pattern = (held.astype(np.int64) << np.arange(world, dtype=np.int64)[:, None]).sum(axis=0)  # who holds it
+    for code in sorted(set(np.unique(pattern).tolist()) - {0}, key=lambda c: (bin(c).count("1"), c)):
+        holders = np.flatnonzero([(code >> w) & 1 for w in range(world)])
+        items = np.flatnonzero(pattern == code)
+        counts = _water_fill(loads[holders], len(items), hit)
+        owner[items] = np.repeat(holders, counts)
+        loads[holders] += counts * hit
+    free = np.flatnonzero(pattern == 0)
+    counts = _water_fill(loads, len(free), miss)
     owner[free] = np.repeat(np.arange(world), counts)
-    loads += counts
+    loads += counts * miss
     for _ in range(64 * world):  # move items off the costliest share while that lowers its cost
         high, low = int(np.argmax(loads)), int(np.argmin(loads))
         mine = np.flatnonzero(owner == high)
-        cost_high = np.where(held[high, mine], hit_cost, 1.0)
-        cost_low = np.where(held[low, mine], hit_cost, 1.0)
-        moved = False
-        # kinds of item: cheapest to take over first, then those that free most on `high`
-        for c_low, c_high in sorted({(a, b) for a, b in zip(cost_low, cost_high)}, key=lambda c: (c[0], -c[1])):
+        cost_high = np.where(held[high, mine], hit, miss)
+        cost_low = np.where(held[low, mine], hit, miss)
+        gap = int(loads[high] - loads[low])
+        # cheapest to take over first, then those that free most on `high`: at most four kinds of item
+        for c_low, c_high in ((hit, miss), (hit, hit), (miss, miss), (miss, hit)):
+            if c_low >= gap:
+                continue
             kind = mine[(cost_low == c_low) & (cost_high == c_high)]
-            gap = loads[high] - loads[low]
-            count = min(len(kind), int(gap // (c_low + c_high)) or int(c_low < gap))
-            if count:
-                owner[kind[:count]] = low
-                loads[high] -= count * c_high
-                loads[low] += count * c_low
-                moved = True
+            moving = min(len(kind), max(1, gap // (c_low + c_high)))
+            if moving:
+                owner[kind[:moving]] = low
+                loads[high] -= moving * c_high
+                loads[low] += moving * c_low
                 break
-        if not moved:
+        else:
             break
     return [np.flatnonzero(owner == w) for w in range(world)]
 
 
-def _water_fill(loads: np.ndarray, units: int) -> np.ndarray:
-    """(world,) int counts summing to `units` that bring `loads` closest to one level (lowest loads first)."""
+def _water_fill(loads: np.ndarray, units: int, unit_cost: int) -> np.ndarray:
+    """(len(loads),) int counts summing to `units` that bring the integer `loads`, each unit adding
+    `unit_cost`, closest to one level (the lowest loads first; ties by position)."""
     counts = np.zeros(len(loads), dtype=np.int64)
     if units == 0:
         return counts
     order = np.argsort(loads, kind="stable")
     ranked = loads[order]
-    for j in range(1, len(ranked) + 1):  # fill the j lowest up to a common level
-        level = (units + ranked[:j].sum()) / j
-        if j == len(ranked) or level <= ranked[j]:
+    for j in range(1, len(ranked) + 1):  # the j lowest filled to one level reach the next one's load?
+        total = units * unit_cost + int(ranked[:j].sum())
+        if j == len(ranked) or total <= j * int(ranked[j]):
             break
-    counts[order[:j]] = np.floor(level - ranked[:j]).astype(np.int64).clip(min=0)
-    for k in range(units - int(counts.sum())):  # the remainder, one each to the least loaded
-        counts[order[k % j]] += 1
+    counts[order[:j]] = np.maximum(0, (total - j * ranked[:j]) // (j * unit_cost))  # floor((level - load) / c)
+    for k in range(units - int(counts.sum())):  # the remainder (fewer than j), one each to the lowest
+        counts[order[k]] += 1
     return counts
 
 

@@ -51,10 +51,28 @@ def test_images_held_by_several_workers_go_to_the_least_loaded_holder():
     assert set(range(6, 10)) <= set(shares[0].tolist()) and len(shares[0]) == 5 and len(shares[1]) == 5
 
 
+def test_no_items_one_worker_and_a_bad_hit_cost():
+    assert [len(s) for s in cache_affine_shares(np.zeros((3, 0), dtype=bool), HIT)] == [0, 0, 0]
+    assert cache_affine_shares(np.ones((1, 5), dtype=bool), HIT)[0].tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="hit_cost=0"):
+        cache_affine_shares(np.ones((2, 5), dtype=bool), 0.0)
+
+
+def test_many_workers_with_overlapping_caches_end_within_one_image():
+    rng = np.random.default_rng(7)
+    held = rng.random((8, 20_000)) < 0.5  # most images held by several workers, as after a few epochs
+    shares = cache_affine_shares(held, HIT)
+    _assert_partition(shares, 20_000)
+    costs = _costs(held, shares)
+    assert max(costs) - min(costs) <= 1.0 + 1e-9
+    # every image some cache holds is embedded by a worker that holds it
+    assert all(held[w, s[held[:, s].any(axis=0)]].all() for w, s in enumerate(shares))
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_random_holdings_are_split_exactly_once_within_one_image_of_equal_cost(seed):
     rng = np.random.default_rng(seed)
-    world, count = int(rng.integers(1, 6)), int(rng.integers(1, 400))
+    world, count = int(rng.integers(1, 9)), int(rng.integers(1, 600))
     held = rng.random((world, count)) < rng.random((world, 1))
     shares = cache_affine_shares(held, HIT)
     _assert_partition(shares, count)

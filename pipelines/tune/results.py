@@ -14,7 +14,9 @@ import numpy as np
 
 from sare_core.config_io import dump_config
 from sare_core.paths import write_bytes, write_text
+from sare_core.training.checkpoint import checkpoints_by_epoch, read_checkpoint
 from sare_core.training.config import TrainConfig
+from sare_core.training.validation import val_store_uri
 
 from .config import SweepConfig
 
@@ -64,6 +66,32 @@ def _epoch_rows(result, trial: str) -> list[dict]:
     return [rows[e] for e in sorted(rows)]
 
 
+def _with_checkpoint_history(rows: list[dict], trial_dir: str, trial: str) -> list[dict]:
+    """`rows` completed from the trial's latest training checkpoint: a trial Tune restored from a checkpoint
+    reports only the epochs it ran after the restore, while the checkpoint's history holds every epoch's
+    validation recalls (their stores are `trial_dir`/val/epoch_EEE)."""
+    checkpoints = checkpoints_by_epoch(f"{trial_dir}/train")
+    have = {r["epoch"] for r in rows}
+    if not checkpoints or set(range(max(checkpoints) + 1)) <= have:
+        return rows
+    history = read_checkpoint(checkpoints[max(checkpoints)]).get("history", [])
+    filled = {r["epoch"]: r for r in rows}
+    for record in history:
+        epoch = int(record["epoch"])
+        if epoch in filled:
+            continue
+        loss = record.get("loss")
+        filled[epoch] = {
+            **{k: plain(v) for k, v in record.items() if k.startswith("val_recall@")},
+            "trial": trial,
+            "epoch": epoch,
+            "loss": None if loss is None or (isinstance(loss, float) and math.isnan(loss)) else plain(loss),
+            "val_store": val_store_uri(f"{trial_dir}/val", epoch),
+            "checkpoint": checkpoints.get(epoch),
+        }
+    return [filled[e] for e in sorted(filled)]
+
+
 def collect(config: SweepConfig, results) -> tuple[list[dict], list[dict]]:
     """(trial rows, epoch rows) from Tune's ResultGrid."""
     trials, epochs = [], []
@@ -71,7 +99,7 @@ def collect(config: SweepConfig, results) -> tuple[list[dict], list[dict]]:
         name = os.path.basename(str(result.path).rstrip("/"))
         params = config.decode(result.config or {})
         planned = TrainConfig(**{**config.train_dict(params), "name": "x"}).epochs
-        rows = _epoch_rows(result, name)
+        rows = _with_checkpoint_history(_epoch_rows(result, name), f"{config.sweep_dir}/{name}", name)
         epochs += rows
         trained = [r for r in rows if r["epoch"] >= 1 and r.get(config.metric) is not None]
         pick = max if config.mode == "max" else min  # the first of equal epochs

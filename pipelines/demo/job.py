@@ -151,6 +151,12 @@ def run(config: DemoConfig) -> dict:
     manifest = _city(config)
     mark = stage_done("city", started)
     train_config = config.train
+    changed = train.settings_changed(train.resolved(train_config))
+    if changed:  # a run of earlier demo settings: the demo trains again, as it makes the city again
+        directory = train.run_dir(train.resolved(train_config))
+        log.info("the training run at %s was made with other settings (%s); training again", directory,
+                 "; ".join(changed))
+        shutil.rmtree(directory)
     trained = train.run(train_config)
     mark = stage_done("training (incl. k-means, validation, whitening)", mark)
 

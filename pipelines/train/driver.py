@@ -6,7 +6,10 @@ re-mining, the best epoch by validation recall, PCA whitening, the validation ta
 Run layout under `{storage_path}/{name}/` (local or s3://): initial_model.pt (the off-the-shelf model with
 k-means centroids, cached), Ray Train's checkpoints (one per epoch), model.pt (best epoch + whitening),
 history.json, training_curves.png. Rerunning the same name and storage_path resumes from the last
-checkpoint; the recipes themselves (fitting, epochs, checkpoints) live in `sare_core.training`.
+checkpoint, provided the settings are those the run was started with (run_config.json; only where it runs,
+on what resources and for how many epochs may change): anything else is refused with the fields that
+differ, as resuming would mix two runs. The recipes themselves (fitting, epochs, checkpoints) live in
+`sare_core.training`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from sare_core.data.place_dataset import PlaceDataset
 from sare_core.data.sources import open_splits
 from sare_core.evaluation.report import format_recall_table
 from sare_core.mining import GroundTruthForTraining
-from sare_core.paths import absolute, exists, join, make_dirs, move, write_bytes, write_text
+from sare_core.paths import absolute, exists, join, make_dirs, move, read_text, write_bytes, write_text
 from sare_core.training.config import TrainConfig
 
 from .. import ray_session
@@ -33,6 +36,56 @@ log = logging.getLogger(__name__)
 
 def run_dir(config: TrainConfig) -> str:
     return join(absolute(config.storage_path), config.name)
+
+
+RUN_CONFIG_FILE = "run_config.json"  # the settings a run was started (or last resumed) with
+# What may change when a run is resumed: where it runs, on what resources, how long, and its diagnostics.
+RESUMABLE_CHANGES = frozenset({
+    "name", "storage_path", "epochs", "num_workers", "use_gpu", "cpus_per_worker", "frozen_cache_mb",
+    "extract_batch_size", "max_failures", "pid_dir", "inject_nonfinite", "mining_log_dir", "max_nonfinite_steps",
+    "val_store_dir",
+})
+
+
+class RunSettingsChanged(ValueError):
+    """A run folder holds a run started with other settings than those asked for now."""
+
+
+def resolved(config: TrainConfig) -> TrainConfig:
+    """`config` with its paths absolute (what the run records and compares)."""
+    return config.model_copy(update={key: absolute(getattr(config, key))
+                                     for key in ("dataset", "eval_dataset", "storage_path", "pid_dir")})
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def settings_changed(config: TrainConfig) -> list[str]:
+    """The settings of `config` (resolved) that differ from those its run folder was trained with, as
+    'field: then -> now' (fields in RESUMABLE_CHANGES aside); [] for a new run. Read from run_config.json, or
+    from history.json for a run made before that file existed."""
+    directory = run_dir(config)
+    text = read_text(join(directory, RUN_CONFIG_FILE))
+    if text is None:
+        history = read_text(join(directory, "history.json"))
+        text = json.dumps(json.loads(history).get("config")) if history else None
+    if text is None or json.loads(text) is None:
+        return []
+    saved = json.loads(text)
+    try:  # fields added since with their defaults, as the run had them
+        saved = TrainConfig.model_validate(saved).model_dump(mode="json")
+    except ValueError:
+        pass
+    then, now = _flat(saved), _flat(config.model_dump(mode="json"))
+    return [f"{key}: {then[key]!r} -> {now[key]!r}" for key in sorted(set(then) & set(now))
+            if key.split(".")[0] not in RESUMABLE_CHANGES and then[key] != now[key]]
 
 
 def load_splits(config: TrainConfig) -> dict[str, PlaceDataset]:
@@ -170,12 +223,18 @@ def run(config: TrainConfig) -> TrainResult:
     from sare_core.training.checkpoint import checkpoints_by_epoch, model_from_checkpoint, read_checkpoint
     from sare_core.training.fitting import fit_whitening
 
-    config = config.model_copy(update={key: absolute(getattr(config, key))
-                                       for key in ("dataset", "eval_dataset", "storage_path", "pid_dir")})
+    config = resolved(config)
+    directory = run_dir(config)
+    changed = settings_changed(config)
+    if changed:
+        raise RunSettingsChanged(
+            f"{directory} holds a run trained with other settings ({'; '.join(changed[:8])}"
+            f"{'; ...' if len(changed) > 8 else ''}): resuming it would mix two runs. Choose another name "
+            f"(--set name=...) or delete that folder to start again")
     splits = load_splits(config)
     train = splits[config.train_split]
-    directory = run_dir(config)
     make_dirs(directory)
+    write_text(join(directory, RUN_CONFIG_FILE), json.dumps(config.model_dump(mode="json"), indent=2))
     initial_path = ensure_initial_model(config, train, join(directory, "initial_model.pt"))
     fit_with_ray(config, initial_path)
     checkpoints = checkpoints_by_epoch(directory)

@@ -53,6 +53,8 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     passes and image decoding, the steps' forward + loss + backward passes (`step_compute_seconds`, with the
     frozen layers of images a frozen-feature cache did not hold yet) and tuple loading; `mining_compute_share` is
     re-mining's share of that compute (forward passes against forward + backward, summed over workers).
+    `*_by_worker` (rank order): each worker's re-mining forward passes, its time in the embedding (the
+    difference is decoding and waiting for the others in the all-gather) and its images served by the cache.
 
     forward: the module steps run through (the DDP wrapper of `state.model`; default the model itself).
     Raises NonFiniteLossError past `config.max_nonfinite_steps`.
@@ -129,6 +131,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             tuples_seen += n
     state.scheduler.step()
     seconds = time.perf_counter() - started
+    # per worker, to see where re-mining waits: its own forward passes against its time in the embedding
+    by_worker = collective.gather((round(embed_timings.get("forward", 0.0), 3), round(embed_seconds, 3),
+                                   int(mined_cached)))
     loss_sum, steps, tuples_seen, mining_forward, step_compute, mined_cached, trained_cached = collective.sum(
         [sum(losses), len(losses), tuples_seen, embed_timings.get("forward", 0.0), step_compute_seconds,
          mined_cached, trained_cached])
@@ -139,6 +144,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             "tuples_per_s": tuples_seen / max(seconds, 1e-9), "mining_fraction": mining_seconds / max(seconds, 1e-9),
             "seconds": seconds, "mining_seconds": mining_seconds, "mining_embed_seconds": embed_seconds,
             "mining_forward_seconds": embed_timings.get("forward", 0.0),
+            "mining_forward_seconds_by_worker": [f for f, _, _ in by_worker],
+            "mining_embed_seconds_by_worker": [e for _, e, _ in by_worker],
+            "mined_cached_images_by_worker": [c for _, _, c in by_worker],
             "mining_decode_seconds": embed_timings.get("decode", 0.0),
             "step_compute_seconds": step_compute_seconds, "step_load_seconds": load_seconds,
             "mining_compute_share": mining_forward / max(mining_forward + step_compute, 1e-9),

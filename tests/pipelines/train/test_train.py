@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.train.driver import best_epoch, run
+from pipelines.train.driver import RUN_CONFIG_FILE, RunSettingsChanged, best_epoch, run, settings_changed
 from sare_core.data import open_splits
 from sare_core.mining import GroundTruthForTraining, load_mining_record
 from sare_core.models import embed_paths, load_model, model_hash
@@ -71,6 +71,15 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     # The same run with more epochs resumes from its last checkpoint: epoch 1 is not trained again.
     second = run(config.model_copy(update={"epochs": 2}))
     assert [h["epoch"] for h in second.history] == [0, 1, 2]
+    # Other settings on the same run folder are refused before any work, naming what changed; without
+    # run_config.json (a run from before it) history.json's settings are compared.
+    changed = config.model_copy(update={"epochs": 3, "lr": config.lr * 2, "model": config.model.model_copy(
+        update={"num_clusters": 4})})
+    with pytest.raises(RunSettingsChanged, match=r"lr: 0\.001 -> 0\.002; model\.num_clusters: 8 -> 4\).*name="):
+        run(changed)
+    os.remove(os.path.join(second.run_dir, RUN_CONFIG_FILE))
+    assert settings_changed(changed) == ["lr: 0.001 -> 0.002", "model.num_clusters: 8 -> 4"]
+    assert settings_changed(config.model_copy(update={"epochs": 5, "num_workers": 1})) == []
     assert second.history[1] == first.history[1]
     saved = json.loads(open(os.path.join(second.run_dir, "history.json")).read())
     assert saved["best_epoch"] == best_epoch(second.history, config.select_n)
@@ -79,6 +88,10 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     # the embedding part of re-mining, and the compute share lies strictly between 0 and 1.
     row = second.history[2]
     assert 0 < row["mining_forward_seconds"] <= row["mining_embed_seconds"] <= row["mining_seconds"] < row["seconds"]
+    forwards, embeds = row["mining_forward_seconds_by_worker"], row["mining_embed_seconds_by_worker"]
+    assert len(forwards) == len(embeds) == config.num_workers and all(0 < f <= e for f, e in zip(forwards, embeds))
+    assert embeds[0] == round(row["mining_embed_seconds"], 3) and sum(row["mined_cached_images_by_worker"]) == \
+        row["mined_cached_images"]
     assert 0 < row["step_compute_seconds"] < row["seconds"] and row["step_load_seconds"] > 0
     assert 0 < row["mining_compute_share"] < 1 and 0 < row["mining_fraction"] < 1
     # Epoch 2 re-mines and trains on images epoch 1 (before the resume: a new cache) or its own re-mining saw.

@@ -67,18 +67,21 @@ def _epoch_rows(result, trial: str) -> list[dict]:
 
 
 def _with_checkpoint_history(rows: list[dict], trial_dir: str, trial: str) -> list[dict]:
-    """`rows` completed from the trial's latest training checkpoint: a trial Tune restored from a checkpoint
+    """`rows` completed from the trial's training checkpoint: a trial Tune restored from a checkpoint
     reports only the epochs it ran after the restore, while the checkpoint's history holds every epoch's
-    validation recalls (their stores are `trial_dir`/val/epoch_EEE)."""
-    checkpoints = checkpoints_by_epoch(f"{trial_dir}/train")
+    validation recalls (their stores are `trial_dir`/val/epoch_EEE). Only gaps before the last reported
+    epoch are filled: epochs a stopped trial finished after its last report never reached the scheduler."""
     have = {r["epoch"] for r in rows}
-    if not checkpoints or set(range(max(checkpoints) + 1)) <= have:
+    if not have or set(range(max(have) + 1)) <= have:
+        return rows
+    checkpoints = checkpoints_by_epoch(f"{trial_dir}/train")
+    if not checkpoints:
         return rows
     history = read_checkpoint(checkpoints[max(checkpoints)]).get("history", [])
     filled = {r["epoch"]: r for r in rows}
     for record in history:
         epoch = int(record["epoch"])
-        if epoch in filled:
+        if epoch in filled or epoch > max(have):
             continue
         loss = record.get("loss")
         filled[epoch] = {

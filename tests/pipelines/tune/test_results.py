@@ -33,6 +33,18 @@ def test_epochs_reported_before_a_restore_are_read_from_the_checkpoint(tmp_path)
     assert rows[3]["checkpoint"] is None and rows[2]["checkpoint"] is None  # only epoch 3's folder exists
 
 
+def test_epochs_after_the_last_report_are_not_added(tmp_path):
+    # A trial the scheduler stopped after epoch 1 may finish epoch 2 before it ends: that epoch was never
+    # reported, so it is not the trial's.
+    trial_dir = str(tmp_path / "trial_00002")
+    state = TrainingState.start(build_model(ModelConfig(backbone="tiny", num_clusters=4, whitening_dim=None)),
+                                TrainConfig(dataset="-"))
+    state.epoch, state.history = 2, _history(2)
+    save_checkpoint(f"{trial_dir}/train/checkpoint_2026-12-02_10-00-00.000000", state)
+    reported = [{"trial": "trial_00002", "epoch": e, "val_recall@1": 0.1} for e in (0, 1)]
+    assert _with_checkpoint_history(reported, trial_dir, "trial_00002") == reported
+
+
 def test_complete_rows_are_left_as_they_are_without_reading_a_checkpoint(tmp_path):
     reported = [{"trial": "t", "epoch": e, "val_recall@1": 0.1 * e} for e in range(3)]
     assert _with_checkpoint_history(reported, str(tmp_path / "no_such_trial"), "t") == reported

@@ -129,6 +129,22 @@ def _locate_some(config: DemoConfig, model_path: str, store: str, split: str, da
     return rows_out
 
 
+def drop_stale_training_run(train_config) -> bool:
+    """Delete the demo's training run folder when it was trained with other settings (earlier demo settings),
+    so that the demo trains again, as it makes its city again; `sare train` refuses such a rerun instead.
+    Returns whether it deleted one."""
+    from ..train import driver as train
+
+    resolved = train.resolved(train_config)
+    changed = train.settings_changed(resolved)
+    if changed:
+        directory = train.run_dir(resolved)
+        log.info("the training run at %s was made with other settings (%s); training again", directory,
+                 "; ".join(changed))
+        shutil.rmtree(directory)
+    return bool(changed)
+
+
 def run(config: DemoConfig) -> dict:
     from sare_core.models.io import load_model, save_model
     from sare_core.training.fitting import fit_whitening
@@ -151,12 +167,7 @@ def run(config: DemoConfig) -> dict:
     manifest = _city(config)
     mark = stage_done("city", started)
     train_config = config.train
-    changed = train.settings_changed(train.resolved(train_config))
-    if changed:  # a run of earlier demo settings: the demo trains again, as it makes the city again
-        directory = train.run_dir(train.resolved(train_config))
-        log.info("the training run at %s was made with other settings (%s); training again", directory,
-                 "; ".join(changed))
-        shutil.rmtree(directory)
+    drop_stale_training_run(train_config)
     trained = train.run(train_config)
     mark = stage_done("training (incl. k-means, validation, whitening)", mark)
 

@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import ValidationError
 
 from sare_core.data.place_dataset import PlaceDataset
 from sare_core.data.sources import open_splits
@@ -81,8 +82,10 @@ def settings_changed(config: TrainConfig) -> list[str]:
     saved = json.loads(text)
     try:  # fields added since with their defaults, as the run had them
         saved = TrainConfig.model_validate(saved).model_dump(mode="json")
-    except ValueError:
-        pass
+    except ValidationError as error:  # a field since removed or renamed: the fields both versions have decide
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        log.warning("%s: its recorded settings are not valid for this version (%s); comparing the fields both "
+                    "versions have", directory, problems)
     then, now = _flat(saved), _flat(config.model_dump(mode="json"))
     return [f"{key}: {then[key]!r} -> {now[key]!r}" for key in sorted(set(then) & set(now))
             if key.split(".")[0] not in RESUMABLE_CHANGES and then[key] != now[key]]

@@ -81,3 +81,22 @@ def test_a_city_made_with_other_settings_is_generated_again(tmp_path, caplog):
     caplog.clear()
     demo._city(config)
     assert "reusing the synthetic city" in caplog.text
+
+
+def test_a_training_run_made_with_other_settings_is_trained_again(tmp_path, caplog):
+    from pipelines.train.driver import RUN_CONFIG_FILE, resolved, run_dir
+
+    config = DemoConfig(out_dir=str(tmp_path), preset="tiny", train=TINY_TRAIN)
+    directory = run_dir(resolved(config.train))
+    os.makedirs(os.path.join(directory, "checkpoint_2026-12-02_10-00-00.000000"))
+    recorded = {**resolved(config.train).model_dump(mode="json"), "epochs": 9}  # only a resumable change
+    with open(os.path.join(directory, RUN_CONFIG_FILE), "w") as f:
+        json.dump(recorded, f)
+    assert not demo.drop_stale_training_run(config.train) and os.path.isdir(directory)  # resumed, kept
+
+    recorded["lr"] = 0.5  # earlier demo settings
+    with open(os.path.join(directory, RUN_CONFIG_FILE), "w") as f:
+        json.dump(recorded, f)
+    caplog.set_level(logging.INFO, logger="pipelines.demo")
+    assert demo.drop_stale_training_run(config.train) and not os.path.exists(directory)
+    assert "other settings (lr: 0.5 -> 0.001); training again" in caplog.text

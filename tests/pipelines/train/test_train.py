@@ -206,6 +206,15 @@ def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_lo
     assert [e for rank, pid, e in reports if pid in restarted and rank == "0"][-1] == "3"
 
 
+def test_settings_recorded_by_another_version_are_compared_on_the_fields_both_have(tiny_city, tmp_path, caplog):
+    config = tiny_config(tiny_city, tmp_path, "old")
+    os.makedirs(tmp_path / "old")
+    recorded = {**config.model_dump(mode="json"), "lr": 0.005, "a_field_since_removed": 1}
+    (tmp_path / "old" / RUN_CONFIG_FILE).write_text(json.dumps(recorded))
+    assert settings_changed(config) == ["lr: 0.005 -> 0.001"]
+    assert "not valid for this version" in caplog.text and "a_field_since_removed" in caplog.text
+
+
 def test_bad_config_fails_before_work(tiny_city, tmp_path):
     with pytest.raises(ValueError, match="no split"):
         run(tiny_config(tiny_city, tmp_path, "bad", train_split="training"))

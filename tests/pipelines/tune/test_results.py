@@ -15,12 +15,17 @@ def _history(epochs: int) -> list[dict]:
                    for e in range(1, epochs + 1)]
 
 
-def test_epochs_reported_before_a_restore_are_read_from_the_checkpoint(tmp_path):
-    trial_dir = str(tmp_path / "trial_00000")
+def _checkpoint_after(epochs: int, trial_dir: str) -> None:
+    """A trial's training checkpoint after `epochs` epochs, holding their history."""
     state = TrainingState.start(build_model(ModelConfig(backbone="tiny", num_clusters=4, whitening_dim=None)),
                                 TrainConfig(dataset="-"))
-    state.epoch, state.history = 3, _history(3)
+    state.epoch, state.history = epochs, _history(epochs)
     save_checkpoint(f"{trial_dir}/train/checkpoint_2026-12-02_10-00-00.000000", state)
+
+
+def test_epochs_reported_before_a_restore_are_read_from_the_checkpoint(tmp_path):
+    trial_dir = str(tmp_path / "trial_00000")
+    _checkpoint_after(3, trial_dir)
     reported = [{"trial": "trial_00000", "epoch": 3, "loss": 1.7, "val_recall@1": 0.5, "val_recall@5": 0.8,
                  "val_store": f"{trial_dir}/val/epoch_003", "checkpoint": None}]  # the call after the restore
 
@@ -37,10 +42,7 @@ def test_epochs_after_the_last_report_are_not_added(tmp_path):
     # A trial the scheduler stopped after epoch 1 may finish epoch 2 before it ends: that epoch was never
     # reported, so it is not the trial's.
     trial_dir = str(tmp_path / "trial_00002")
-    state = TrainingState.start(build_model(ModelConfig(backbone="tiny", num_clusters=4, whitening_dim=None)),
-                                TrainConfig(dataset="-"))
-    state.epoch, state.history = 2, _history(2)
-    save_checkpoint(f"{trial_dir}/train/checkpoint_2026-12-02_10-00-00.000000", state)
+    _checkpoint_after(2, trial_dir)
     reported = [{"trial": "trial_00002", "epoch": e, "val_recall@1": 0.1} for e in (0, 1)]
     assert _with_checkpoint_history(reported, trial_dir, "trial_00002") == reported
 

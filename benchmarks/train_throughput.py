@@ -88,6 +88,7 @@ def one_run(config: TrainConfig) -> tuple[dict, object]:
         "mining_forward_s_by_worker": row.get("mining_forward_seconds_by_worker"),
         "mining_embed_s_by_worker": row.get("mining_embed_seconds_by_worker"),
         "mined_cached_images_by_worker": row.get("mined_cached_images_by_worker"),
+        "mining_slowness_by_worker": row.get("mining_slowness_by_worker"),
         "step_compute_s": row["step_compute_seconds"], "step_load_s": row["step_load_seconds"],
         "forward_s_per_image": row["mining_forward_seconds"] * config.num_workers / max(row["mined_images"], 1),
         "train_step_s_per_image": row["step_compute_seconds"] * config.num_workers / max(row["trained_images"], 1),

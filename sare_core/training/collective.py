@@ -10,6 +10,7 @@ identical descriptors and mines identical tuples.
 
 from __future__ import annotations
 
+import time
 from collections.abc import MutableMapping, Sequence
 
 import numpy as np
@@ -19,12 +20,16 @@ import torch.distributed as dist
 from ..models.frozen_cache import FrozenFeatureCache
 from ..models.inference import embed_paths
 
+# A worker timed this many times slower than the fastest gets no cheaper a share than this (hundredths).
+MAX_SLOWNESS = 400
+
 
 class LocalCollective:
     """A single training process: rank 0 of a world of 1."""
 
     rank = 0
     world = 1
+    last_slowness: np.ndarray | None = None  # one worker: no split by speed
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -75,24 +80,34 @@ class DistributedCollective(LocalCollective):
             raise RuntimeError("DistributedCollective needs an initialised torch.distributed process group")
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
+        self.pace: float | None = None  # this worker's seconds per uncached image in `embed` (exponential mean)
+        self.last_slowness: np.ndarray | None = None  # the slowness the last split used (None: equal)
 
     def embed(self, model, paths: Sequence[str], batch_size: int,
               timings: MutableMapping[str, float] | None = None) -> np.ndarray:
         """As `LocalCollective.embed`. With a frozen-feature cache the shares follow the caches: each worker
         takes the images it holds (they cost it `hit_cost` of an uncached one) and the uncached images fill
-        the shares up to equal cost (`cache_affine_shares`); without one, contiguous equal shares."""
+        the shares up to equal cost; without one, contiguous shares. Either way a worker that embedded
+        more slowly than the others in the last calls gets a share that much cheaper (`cache_affine_shares`
+        with the gathered `slowness`), so that the workers reach the all-gather together."""
         cache = self.cache_for(model)  # the same on every worker: one config, one model
         if not len(paths):
             return super().embed(model, paths, batch_size, timings)
+        slowness = self._gathered_slowness()
         if cache is None:
-            shares = np.array_split(np.arange(len(paths)), self.world)
+            held = np.zeros((self.world, len(paths)), dtype=bool)
+            hit_cost = 1.0
         else:
-            held = torch.from_numpy(cache.held(paths).astype(np.uint8)).to(self.device)
-            everyone = [torch.zeros_like(held) for _ in range(self.world)]
-            dist.all_gather(everyone, held)
-            shares = cache_affine_shares(torch.stack(everyone).cpu().numpy().astype(bool), cache.hit_cost)
-        mine = embed_paths(model, [paths[i] for i in shares[self.rank]], batch_size=batch_size, device=self.device,
+            mine = torch.from_numpy(cache.held(paths).astype(np.uint8)).to(self.device)
+            everyone = [torch.zeros_like(mine) for _ in range(self.world)]
+            dist.all_gather(everyone, mine)
+            held, hit_cost = torch.stack(everyone).cpu().numpy().astype(bool), cache.hit_cost
+        shares = cache_affine_shares(held, hit_cost, slowness)
+        share = shares[self.rank]
+        started = time.perf_counter()
+        mine = embed_paths(model, [paths[i] for i in share], batch_size=batch_size, device=self.device,
                            timings=timings, cache=cache)
+        self._record_pace(time.perf_counter() - started, float(np.where(held[self.rank, share], hit_cost, 1.0).sum()))
         dim = mine.shape[1]
         padded = torch.zeros(max(len(s) for s in shares), dim, dtype=torch.float32, device=self.device)
         padded[: len(mine)] = torch.from_numpy(mine).to(self.device)
@@ -102,6 +117,24 @@ class DistributedCollective(LocalCollective):
         for rows, share in zip(gathered, shares):
             out[share] = rows[: len(share)].cpu().numpy()
         return out
+
+    def _record_pace(self, seconds: float, units: float) -> None:
+        """Fold this call's seconds per uncached-image equivalent (re-mining and validation embeddings
+        alike) into the pace, an exponential mean giving the newest call half the weight."""
+        if units <= 0 or seconds <= 0:  # nothing embedded
+            return
+        pace = seconds / units
+        self.pace = pace if self.pace is None else 0.5 * (self.pace + pace)
+
+    def _gathered_slowness(self) -> np.ndarray | None:
+        """(world,) int relative slowness from every worker's pace (the fastest 100, capped at
+        MAX_SLOWNESS); None until every worker has timed a share. The same on every worker: each computes
+        it from the same gathered float64 values."""
+        mine = torch.tensor([self.pace or 0.0], dtype=torch.float64, device=self.device)
+        everyone = [torch.zeros_like(mine) for _ in range(self.world)]
+        dist.all_gather(everyone, mine)
+        self.last_slowness = slowness_from_paces(torch.cat(everyone).cpu().numpy())
+        return self.last_slowness
 
     def any(self, flag: bool) -> bool:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
@@ -124,70 +157,106 @@ class DistributedCollective(LocalCollective):
         return out
 
 
-def cache_affine_shares(held: np.ndarray, hit_cost: float) -> list[np.ndarray]:
+def cache_affine_shares(held: np.ndarray, hit_cost: float, slowness: np.ndarray | None = None) -> list[np.ndarray]:
     """Split the items of `held` ((world, N) bool: which worker's cache holds which item) into one share per
-    worker (sorted item indices; every item exactly once) of near-equal cost, an item costing `hit_cost`
-    (0 < hit_cost <= 1) on a worker that holds it and 1 elsewhere. Items held by one worker go to it, those
-    held by several are spread over their holders, the uncached ones fill the shares up to a common level,
-    and items then move from the costliest share to the cheapest while that lowers the costliest: the
-    shares end within one uncached image of each other. Nothing held: contiguous equal shares. Costs are
-    counted in integer hundredths, so every worker computes the same split from the same `held`."""
+    worker (sorted item indices; every item exactly once) that the workers finish at near the same time.
+    An item costs `hit_cost` (0 < hit_cost <= 1) on a worker that holds it and 1 elsewhere, times the
+    worker's `slowness` ((world,) positive ints, hundredths: 100 for the fastest, 150 for one that takes
+    1.5 times as long per image; default all equal). Items held by one worker go to it, those held by
+    several are spread over their holders, the uncached ones fill the shares up to a common level, and
+    items then move from the costliest share to whichever worker they leave lowest while that lowers the
+    costliest: every share ends within one uncached image (on its own worker) of the costliest. Nothing
+    held and equal slowness: contiguous equal shares; nothing held: contiguous shares. Costs are integers, so every
+    worker computes the same split from the same `held` and `slowness`."""
     if not 0 < hit_cost <= 1:
         raise ValueError(f"hit_cost={hit_cost} must be in (0, 1]: what a cached image costs against an uncached one")
     world, count = held.shape
-    if not held.any():
-        return list(np.array_split(np.arange(count), world))
+    scale = np.full(world, 100, dtype=np.int64) if slowness is None else np.asarray(slowness, dtype=np.int64)
+    if scale.shape != (world,) or (scale <= 0).any():
+        raise ValueError(f"slowness={scale.tolist()} must be {world} positive integers, one per worker")
     hit, miss = max(1, round(100 * hit_cost)), 100
+    if not held.any():
+        if (scale == scale[0]).all():
+            return list(np.array_split(np.arange(count), world))
+        counts = _water_fill(np.zeros(world, dtype=np.int64), count, miss * scale)
+        return [np.arange(a, b) for a, b in zip(np.cumsum(counts) - counts, np.cumsum(counts))]
     owner = np.full(count, -1, dtype=np.int64)
     loads = np.zeros(world, dtype=np.int64)
     pattern = (held.astype(np.int64) << np.arange(world, dtype=np.int64)[:, None]).sum(axis=0)  # who holds it
     for code in sorted(set(np.unique(pattern).tolist()) - {0}, key=lambda c: (bin(c).count("1"), c)):
         holders = np.flatnonzero([(code >> w) & 1 for w in range(world)])
         items = np.flatnonzero(pattern == code)
-        counts = _water_fill(loads[holders], len(items), hit)
+        counts = _water_fill(loads[holders], len(items), hit * scale[holders])
         owner[items] = np.repeat(holders, counts)
-        loads[holders] += counts * hit
+        loads[holders] += counts * hit * scale[holders]
     free = np.flatnonzero(pattern == 0)
-    counts = _water_fill(loads, len(free), miss)
+    counts = _water_fill(loads, len(free), miss * scale)
     owner[free] = np.repeat(np.arange(world), counts)
-    loads += counts * miss
+    loads += counts * miss * scale
+    kinds = ((True, False), (True, True), (False, False), (False, True))  # (held by the taker, by the giver)
     for _ in range(64 * world):  # move items off the costliest share while that lowers its cost
-        high, low = int(np.argmax(loads)), int(np.argmin(loads))
+        high = int(np.argmax(loads))
         mine = np.flatnonzero(owner == high)
-        cost_high = np.where(held[high, mine], hit, miss)
-        cost_low = np.where(held[low, mine], hit, miss)
-        gap = int(loads[high] - loads[low])
-        # cheapest to take over first, then those that free most on `high`: at most four kinds of item
-        for c_low, c_high in ((hit, miss), (hit, hit), (miss, miss), (miss, hit)):
-            if c_low >= gap:
+        held_high = held[high, mine]
+        best = None  # (the taker's load after one item, taker, kind): the move that leaves the taker lowest
+        for low in range(world):
+            gap = int(loads[high] - loads[low])
+            if low == high or gap <= 0:
                 continue
-            kind = mine[(cost_low == c_low) & (cost_high == c_high)]
-            moving = min(len(kind), max(1, gap // (c_low + c_high)))
-            if moving:
-                owner[kind[:moving]] = low
-                loads[high] -= moving * c_high
-                loads[low] += moving * c_low
-                break
-        else:
+            held_low = held[low, mine]
+            # per taker: cheapest to take over first, then those that free most on `high`
+            for on_low, on_high in kinds:
+                c_low = (hit if on_low else miss) * int(scale[low])
+                if c_low < gap and ((held_low == on_low) & (held_high == on_high)).any():
+                    if best is None or int(loads[low]) + c_low < best[0]:
+                        best = (int(loads[low]) + c_low, low, (on_low, on_high))
+                    break
+        if best is None:
             break
+        _, low, (on_low, on_high) = best
+        c_low = (hit if on_low else miss) * int(scale[low])
+        c_high = (hit if on_high else miss) * int(scale[high])
+        kind = mine[(held[low, mine] == on_low) & (held_high == on_high)]
+        moving = min(len(kind), max(1, int(loads[high] - loads[low]) // (c_low + c_high)))
+        owner[kind[:moving]] = low
+        loads[high] -= moving * c_high
+        loads[low] += moving * c_low
     return [np.flatnonzero(owner == w) for w in range(world)]
 
 
-def _water_fill(loads: np.ndarray, units: int, unit_cost: int) -> np.ndarray:
-    """(len(loads),) int counts summing to `units` that bring the integer `loads`, each unit adding
-    `unit_cost`, closest to one level (the lowest loads first; ties by position)."""
+def slowness_from_paces(paces: np.ndarray) -> np.ndarray | None:
+    """(world,) int slowness (hundredths: the fastest 100, capped at MAX_SLOWNESS) from the workers'
+    (world,) paces in seconds per uncached image; None (equal shares) unless every pace is positive."""
+    paces = np.asarray(paces, dtype=np.float64)
+    if not (paces > 0).all():
+        return None
+    return np.minimum(np.round(100 * paces / paces.min()), MAX_SLOWNESS).astype(np.int64)
+
+
+def _water_fill(loads: np.ndarray, units: int, unit_costs: np.ndarray) -> np.ndarray:
+    """(len(loads),) int counts summing to `units` that bring the integer `loads`, a unit adding
+    `unit_costs[i]` to load i, closest to one level: the lowest level L at which the counts
+    floor((L - load) / cost) reach `units`, the last units of it going to the lowest loads (ties by
+    position)."""
+    loads, unit_costs = np.asarray(loads, dtype=np.int64), np.asarray(unit_costs, dtype=np.int64)
     counts = np.zeros(len(loads), dtype=np.int64)
     if units == 0:
         return counts
-    order = np.argsort(loads, kind="stable")
-    ranked = loads[order]
-    for j in range(1, len(ranked) + 1):  # the j lowest filled to one level reach the next one's load?
-        total = units * unit_cost + int(ranked[:j].sum())
-        if j == len(ranked) or total <= j * int(ranked[j]):
-            break
-    counts[order[:j]] = np.maximum(0, (total - j * ranked[:j]) // (j * unit_cost))  # floor((level - load) / c)
-    for k in range(units - int(counts.sum())):  # the remainder (fewer than j), one each to the lowest
-        counts[order[k]] += 1
+
+    def filled(level: int) -> np.ndarray:
+        return np.maximum(0, (level - loads) // unit_costs)
+
+    low, high = int(loads.min()), int(loads.max()) + units * int(unit_costs.max())  # filled(high) >= units
+    while low < high:  # the lowest level that takes every unit
+        middle = (low + high) // 2
+        if filled(middle).sum() >= units:
+            high = middle
+        else:
+            low = middle + 1
+    counts = filled(low - 1)
+    reaching = np.flatnonzero(filled(low) > counts)  # those that take one more unit at this level
+    reaching = reaching[np.argsort(loads[reaching], kind="stable")]
+    counts[reaching[: units - int(counts.sum())]] += 1
     return counts
 
 

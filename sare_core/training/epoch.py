@@ -54,7 +54,9 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     frozen layers of images a frozen-feature cache did not hold yet) and tuple loading; `mining_compute_share` is
     re-mining's share of that compute (forward passes against forward + backward, summed over workers).
     `*_by_worker` (rank order): each worker's re-mining forward passes, its time in the embedding (the
-    difference is decoding and waiting for the others in the all-gather) and its images served by the cache.
+    difference is decoding and waiting for the others in the all-gather) and its images served by the cache;
+    `mining_slowness_by_worker`: the relative slowness (fastest 100) the epoch's last split used, from the
+    workers' timed shares (None: equal shares, one worker or none timed yet).
 
     forward: the module steps run through (the DDP wrapper of `state.model`; default the model itself).
     Raises NonFiniteLossError past `config.max_nonfinite_steps`.
@@ -147,6 +149,7 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             "mining_forward_seconds_by_worker": [f for f, _, _ in by_worker],
             "mining_embed_seconds_by_worker": [e for _, e, _ in by_worker],
             "mined_cached_images_by_worker": [c for _, _, c in by_worker],
+            "mining_slowness_by_worker": None if collective.last_slowness is None else collective.last_slowness.tolist(),
             "mining_decode_seconds": embed_timings.get("decode", 0.0),
             "step_compute_seconds": step_compute_seconds, "step_load_seconds": load_seconds,
             "mining_compute_share": mining_forward / max(mining_forward + step_compute, 1e-9),

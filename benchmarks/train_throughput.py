@@ -24,6 +24,8 @@ SGD as configured; its tuples/s is compared with the Ray runs' training tuples/s
     .venv/bin/python benchmarks/train_throughput.py --preset tiny --queries 32 --chunk 16   # a quick check
     .venv/bin/python benchmarks/train_throughput.py --queries 500 --chunk 250 --frozen-cache-mb 2048 \
         --out results/train_throughput_frozen_cache.json    # the Ray runs with the frozen-feature cache
+    .venv/bin/python benchmarks/train_throughput.py --queries 500 --chunk 250 --frozen-cache-mb 2048 --workers 2 \
+        --balance-by-speed both --out results/train_throughput_balanced.json   # 2 workers, shares by speed off/on
 
 Results go to results/train_throughput.json (with the load average before and after each run: timings from
 a busy machine say so).
@@ -57,9 +59,11 @@ def ensure_city(city_dir: str, preset: str, seed: int) -> str:
     return os.path.join(city_dir, "manifest.parquet")
 
 
-def train_config(base: dict, manifest: str, workers: int, cpus: int, args, storage: str, mining_log: str) -> TrainConfig:
+def train_config(base: dict, manifest: str, workers: int, cpus: int, args, storage: str, mining_log: str,
+                 balance: bool = False) -> TrainConfig:
     return TrainConfig(**{
-        **base, "name": f"throughput_w{workers}", "dataset": manifest, "storage_path": storage,
+        **base, "name": f"throughput_w{workers}{'_balanced' if balance else ''}", "dataset": manifest,
+        "storage_path": storage, "balance_by_speed": balance,
         "num_workers": workers, "cpus_per_worker": cpus / workers, "epochs": 1, "use_gpu": False,
         "max_train_queries": args.queries, "chunk_size": args.chunk, "max_val_queries": args.val_queries,
         "model": {**base["model"], "whitening_dim": None}, "val_store_dir": None, "seed": args.seed,
@@ -79,6 +83,7 @@ def one_run(config: TrainConfig) -> tuple[dict, object]:
     epoch_s, mining_s = row["seconds"], row["mining_seconds"]
     return {
         "workers": config.num_workers, "threads_per_worker": config.cpus_per_worker, "tuples": row["tuples"],
+        "balance_by_speed": config.balance_by_speed,
         "epoch_s": epoch_s, "mining_s": mining_s, "mining_embed_s": row["mining_embed_seconds"],
         "mined_images": row["mined_images"], "trained_images": row["trained_images"],
         "epoch_tuples_per_s": row["tuples_per_s"],
@@ -150,6 +155,8 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
     parser.add_argument("--frozen-cache-mb", type=int, default=0, help="the Ray runs' frozen-feature cache (0: "
                         "off, like the plain loop; the epoch's second half then reuses the first chunk's maps)")
+    parser.add_argument("--balance-by-speed", choices=["off", "on", "both"], default="off",
+                        help="train.balance_by_speed of the Ray runs; both: each worker count off, then on")
     parser.add_argument("--out", default=os.path.join(REPO, "results", "train_throughput.json"))
     args = parser.parse_args()
 
@@ -161,9 +168,10 @@ def main() -> None:
     runs = []
     plain = None
     try:
-        for i, workers in enumerate(args.workers):
-            mining_log = os.path.join(storage, f"mining_w{workers}")
-            config = train_config(base, manifest, workers, args.cpus, args, storage, mining_log)
+        balances = {"off": [False], "on": [True], "both": [False, True]}[args.balance_by_speed]
+        for i, (workers, balance) in enumerate((w, b) for w in args.workers for b in balances):
+            mining_log = os.path.join(storage, f"mining_w{workers}{'_balanced' if balance else ''}")
+            config = train_config(base, manifest, workers, args.cpus, args, storage, mining_log, balance)
             run_row, result = one_run(config)
             runs.append(run_row)
             print(json.dumps(runs[-1]), flush=True)
@@ -172,13 +180,13 @@ def main() -> None:
                 print(json.dumps({"plain_loop": plain}), flush=True)
     finally:
         shutil.rmtree(storage, ignore_errors=True)
-    by_workers = {r["workers"]: r for r in runs}
+    by_workers = {r["workers"]: r for r in runs if not r["balance_by_speed"]} or {r["workers"]: r for r in runs}
     ratios = {}
     if 1 in by_workers and 2 in by_workers:
         ratios = {key: by_workers[2][key] / by_workers[1][key]
                   for key in ("epoch_tuples_per_s", "training_tuples_per_s")}
-    against_plain = {f"{r['workers']}x{r['threads_per_worker']:g}": r["training_tuples_per_s"] / plain["tuples_per_s"]
-                     for r in runs} if plain else {}
+    against_plain = {f"{r['workers']}x{r['threads_per_worker']:g}{' balanced' if r['balance_by_speed'] else ''}":
+                     r["training_tuples_per_s"] / plain["tuples_per_s"] for r in runs} if plain else {}
     out = {"preset": args.preset, "seed": args.seed, "model": base["model"], "loss": base.get("loss"),
            "queries": args.queries, "chunk_size": args.chunk, "cpus": args.cpus, "runs": runs,
            "frozen_cache_mb": args.frozen_cache_mb,

@@ -30,6 +30,7 @@ class LocalCollective:
     rank = 0
     world = 1
     last_slowness: np.ndarray | None = None  # one worker: no split by speed
+    balance_by_speed = False  # DistributedCollective: weight the shares by the workers' timed paces
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -87,13 +88,14 @@ class DistributedCollective(LocalCollective):
               timings: MutableMapping[str, float] | None = None) -> np.ndarray:
         """As `LocalCollective.embed`. With a frozen-feature cache the shares follow the caches: each worker
         takes the images it holds (they cost it `hit_cost` of an uncached one) and the uncached images fill
-        the shares up to equal cost; without one, contiguous shares. Either way a worker that embedded
-        more slowly than the others in the last calls gets a share that much cheaper (`cache_affine_shares`
-        with the gathered `slowness`), so that the workers reach the all-gather together."""
+        the shares up to equal cost; without one, contiguous equal shares. With `balance_by_speed` (the
+        same on every worker: one config), a worker that embedded more slowly than the others in the last
+        calls gets a share that much cheaper (`cache_affine_shares` with the gathered `slowness`), so that
+        the workers reach the all-gather together."""
         cache = self.cache_for(model)  # the same on every worker: one config, one model
         if not len(paths):
             return super().embed(model, paths, batch_size, timings)
-        slowness = self._gathered_slowness()
+        slowness = self._gathered_slowness() if self.balance_by_speed else None
         if cache is None:
             held = np.zeros((self.world, len(paths)), dtype=bool)
             hit_cost = 1.0

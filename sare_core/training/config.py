@@ -66,6 +66,11 @@ class TrainConfig(BaseModel):
         2048, ge=0, description="per worker: MiB of frozen-layer feature maps kept per image, so that the layers "
         "before train_from run once per image and run (sare_core.models.frozen_cache); 0: off. Needs a fixed "
         "model.image_size; colour-jittered queries always run through every layer")
+    balance_by_speed: bool = Field(
+        False, description="re-mining shares weighted by each worker's timed pace, so that a slower worker gets "
+        "less (sare_core.training.collective). Off by default: the shares then depend on nothing measured, so "
+        "a rerun on the same host reproduces every descriptor and tuple; on, they follow timings, and which "
+        "worker embeds an image moves descriptors by float rounding. For clusters of unequal nodes")
     max_nonfinite_steps: int = Field(20, ge=0, description="steps with a non-finite loss tolerated per run")
 
     val_ns: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])

@@ -17,6 +17,7 @@ from sare_core.mining import GroundTruthForTraining, load_mining_record
 from sare_core.models import embed_paths, load_model, model_hash
 from sare_core.models.io import model_from_payload
 from sare_core.training.checkpoint import CHECKPOINT_FILE, checkpoints_by_epoch
+from sare_core.training.collective import MAX_SLOWNESS
 from sare_core.training.config import TrainConfig
 
 
@@ -68,8 +69,9 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     model = load_model(first.model_path)
     assert model.descriptor_dim == 32 and model.whitening is not None
     assert os.path.isfile(os.path.join(first.run_dir, "training_curves.png"))
-    # The same run with more epochs resumes from its last checkpoint: epoch 1 is not trained again.
-    second = run(config.model_copy(update={"epochs": 2}))
+    # The same run with more epochs resumes from its last checkpoint: epoch 1 is not trained again. (Shares
+    # weighted by the workers' speed may be switched on for the rest: a scheduling setting.)
+    second = run(config.model_copy(update={"epochs": 2, "balance_by_speed": True}))
     assert [h["epoch"] for h in second.history] == [0, 1, 2]
     # Other settings on the same run folder are refused before any work, naming what changed; without
     # run_config.json (a run from before it) history.json's settings are compared.
@@ -92,6 +94,10 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     assert len(forwards) == len(embeds) == config.num_workers and all(0 < f <= e for f, e in zip(forwards, embeds))
     assert embeds[0] == round(row["mining_embed_seconds"], 3) and sum(row["mined_cached_images_by_worker"]) == \
         row["mined_cached_images"]
+    # epoch 1 split equally; epoch 2's later chunks by the paces both workers timed (the fastest 100)
+    assert second.history[1]["mining_slowness_by_worker"] is None
+    slowness = row["mining_slowness_by_worker"]
+    assert len(slowness) == config.num_workers and min(slowness) == 100 and max(slowness) <= MAX_SLOWNESS
     assert 0 < row["step_compute_seconds"] < row["seconds"] and row["step_load_seconds"] > 0
     assert 0 < row["mining_compute_share"] < 1 and 0 < row["mining_fraction"] < 1
     # Epoch 2 re-mines and trains on images epoch 1 (before the resume: a new cache) or its own re-mining saw.

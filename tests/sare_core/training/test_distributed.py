@@ -150,20 +150,25 @@ def test_the_collective_embeds_cached_images_where_they_are_cached(tmp_path, toy
     assert result["counts"] == [(6, 1), (2, 3)]
 
 
-def test_a_worker_that_embedded_more_slowly_gets_a_cheaper_share(tmp_path, toy_street_images):
+@pytest.mark.parametrize("balance", [True, False])
+def test_a_worker_that_embedded_more_slowly_gets_a_cheaper_share(tmp_path, toy_street_images, balance):
     paths = [str(p) for p in toy_street_images[:12]]
     out = str(tmp_path / "paced.pt")
-    mp.spawn(_cached_embed_worker, args=(2, _free_port(), paths, out, (0.02, 0.01)), nprocs=2, join=True)
+    mp.spawn(_cached_embed_worker, args=(2, _free_port(), paths, out, (0.02, 0.01), balance), nprocs=2, join=True)
     from sare_core.models.inference import embed_paths
 
     result = torch.load(out, weights_only=False)
     np.testing.assert_allclose(result["gathered"], embed_paths(_cached_model(), paths, batch_size=3), atol=1e-5)
-    # both workers gathered the same slowness from the paces: worker 0 takes twice as long per image, so
-    # it embeds only the 6 it holds (6 x 0.35 x 2 = 4.2) and worker 1 all 4 uncached ones (0.7 + 4 = 4.7;
-    # one more to worker 0 would cost it 2 more); at equal pace the split is (6, 1) and (2, 3), as above
-    assert result["slowness"] == [[200, 100], [200, 100]]
-    assert result["counts"] == [(6, 0), (2, 4)]
-    # each worker timed its share and folded it into its pace for the next split
+    if balance:
+        # both workers gathered the same slowness from the paces: worker 0 takes twice as long per image,
+        # so it embeds only the 6 it holds (6 x 0.35 x 2 = 4.2) and worker 1 all 4 uncached ones (0.7 + 4 =
+        # 4.7; one more to worker 0 would cost it 2 more)
+        assert result["slowness"] == [[200, 100], [200, 100]]
+        assert result["counts"] == [(6, 0), (2, 4)]
+    else:  # off (the default): the paces are not used, the split is the equal-speed one of the test above
+        assert result["slowness"] == [None, None]
+        assert result["counts"] == [(6, 1), (2, 3)]
+    # each worker timed its share and folded it into its pace (an exponential mean with the preset one)
     assert all(preset / 2 < pace != preset for pace, preset in zip(result["paces"], (0.02, 0.01)))
 
 
@@ -174,7 +179,7 @@ def _cached_model():
 
 
 def _cached_embed_worker(rank: int, world: int, port: int, paths: list[str], out: str,
-                         paces: tuple[float, ...] | None = None) -> None:
+                         paces: tuple[float, ...] | None = None, balance: bool = False) -> None:
     from sare_core.models.frozen_cache import FrozenFeatureCache
     from sare_core.models.inference import embed_paths
 
@@ -185,6 +190,7 @@ def _cached_embed_worker(rank: int, world: int, port: int, paths: list[str], out
         model = _cached_model()
         collective = DistributedCollective("cpu")
         collective.frozen_cache = FrozenFeatureCache(model.backbone.frozen, 2**30)
+        collective.balance_by_speed = balance
         if paces is not None:
             collective.pace = paces[rank]
         embed_paths(model, paths[:6] if rank == 0 else paths[6:8], batch_size=3, cache=collective.frozen_cache)

@@ -237,13 +237,15 @@ def slowness_from_paces(paces: np.ndarray) -> np.ndarray | None:
 
 def _water_fill(loads: np.ndarray, units: int, unit_costs: np.ndarray) -> np.ndarray:
     """(len(loads),) int counts summing to `units` that bring the integer `loads`, a unit adding
-    `unit_costs[i]` to load i, closest to one level: the lowest level L at which the counts
-    floor((L - load) / cost) reach `units`, the last units of it going to the lowest loads (ties by
-    position)."""
+    `unit_costs[i]` to load i, closest to one level. Equal costs (every split without `slowness`): the
+    closed form, the lowest loads first (ties by position), as splits were made before there were
+    speeds. Unequal: the lowest level L at which the counts floor((L - load) / cost) reach `units`, the last
+    units of it going to the lowest loads (ties by position)."""
     loads, unit_costs = np.asarray(loads, dtype=np.int64), np.asarray(unit_costs, dtype=np.int64)
-    counts = np.zeros(len(loads), dtype=np.int64)
     if units == 0:
-        return counts
+        return np.zeros(len(loads), dtype=np.int64)
+    if (unit_costs == unit_costs[0]).all():
+        return _water_fill_equal_costs(loads, units, int(unit_costs[0]))
 
     def filled(level: int) -> np.ndarray:
         return np.maximum(0, (level - loads) // unit_costs)
@@ -259,6 +261,22 @@ def _water_fill(loads: np.ndarray, units: int, unit_costs: np.ndarray) -> np.nda
     reaching = np.flatnonzero(filled(low) > counts)  # those that take one more unit at this level
     reaching = reaching[np.argsort(loads[reaching], kind="stable")]
     counts[reaching[: units - int(counts.sum())]] += 1
+    return counts
+
+
+def _water_fill_equal_costs(loads: np.ndarray, units: int, unit_cost: int) -> np.ndarray:
+    """`_water_fill` with one unit cost: fill the j lowest loads to a common level, floor((level - load) /
+    unit_cost) each, and hand the remainder (fewer than j) one each to the lowest."""
+    counts = np.zeros(len(loads), dtype=np.int64)
+    order = np.argsort(loads, kind="stable")
+    ranked = loads[order]
+    for j in range(1, len(ranked) + 1):  # the j lowest filled to one level reach the next one's load?
+        total = units * unit_cost + int(ranked[:j].sum())
+        if j == len(ranked) or total <= j * int(ranked[j]):
+            break
+    counts[order[:j]] = np.maximum(0, (total - j * ranked[:j]) // (j * unit_cost))
+    for k in range(units - int(counts.sum())):
+        counts[order[k]] += 1
     return counts
 
 

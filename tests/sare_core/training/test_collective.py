@@ -141,3 +141,15 @@ def test_slowness_from_paces_is_relative_to_the_fastest_capped_and_none_until_al
     assert slowness_from_paces(np.array([1.0, 0.001])).tolist() == [MAX_SLOWNESS, 100]
     assert slowness_from_paces(np.array([0.02, 0.0])) is None  # one worker has not timed a share yet
     assert slowness_from_paces(np.array([0.5])).tolist() == [100]
+
+
+def test_without_speeds_two_workers_split_as_before_speeds_existed():
+    # Runs made before `slowness` existed (two workers: the demo, the Nordland study) must split the same,
+    # or they stop reproducing. Worker 1 holds image 1: both uncached images could go either way at equal
+    # cost; the earlier version gave worker 0 image 2 (computed with it), a level-search fill gives image 0.
+    held = np.array([[0, 0, 0], [0, 1, 0]], dtype=bool)
+    assert [s.tolist() for s in cache_affine_shares(held, HIT)] == [[2], [0, 1]]
+    held = np.zeros((2, 12), dtype=bool)
+    held[0, [0, 1, 2, 3, 7]] = True
+    held[1, [2, 3, 4, 10]] = True
+    assert [s.tolist() for s in cache_affine_shares(held, HIT)] == [[0, 1, 5, 6, 7, 8], [2, 3, 4, 9, 10, 11]]

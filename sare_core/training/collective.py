@@ -81,7 +81,7 @@ class DistributedCollective(LocalCollective):
             raise RuntimeError("DistributedCollective needs an initialised torch.distributed process group")
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
-        self.pace: float | None = None  # this worker's seconds per uncached image in `embed` (exponential mean)
+        self.pace: float | None = None  # seconds per uncached image in `embed` (exponential mean; timed with balance_by_speed)
         self.last_slowness: np.ndarray | None = None  # the slowness the last split used (None: equal)
 
     def embed(self, model, paths: Sequence[str], batch_size: int,
@@ -109,7 +109,9 @@ class DistributedCollective(LocalCollective):
         started = time.perf_counter()
         mine = embed_paths(model, [paths[i] for i in share], batch_size=batch_size, device=self.device,
                            timings=timings, cache=cache)
-        self._record_pace(time.perf_counter() - started, float(np.where(held[self.rank, share], hit_cost, 1.0).sum()))
+        if self.balance_by_speed:
+            self._record_pace(time.perf_counter() - started,
+                              float(np.where(held[self.rank, share], hit_cost, 1.0).sum()))
         dim = mine.shape[1]
         padded = torch.zeros(max(len(s) for s in shares), dim, dtype=torch.float32, device=self.device)
         padded[: len(mine)] = torch.from_numpy(mine).to(self.device)

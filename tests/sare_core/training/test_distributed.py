@@ -165,11 +165,12 @@ def test_a_worker_that_embedded_more_slowly_gets_a_cheaper_share(tmp_path, toy_s
         # 4.7; one more to worker 0 would cost it 2 more)
         assert result["slowness"] == [[200, 100], [200, 100]]
         assert result["counts"] == [(6, 0), (2, 4)]
-    else:  # off (the default): the paces are not used, the split is the equal-speed one of the test above
+        # each worker timed its share and folded it into its pace (an exponential mean with the preset one)
+        assert all(preset / 2 < pace != preset for pace, preset in zip(result["paces"], (0.02, 0.01)))
+    else:  # off (the default): the paces are neither used nor updated; the equal-speed split of the test above
         assert result["slowness"] == [None, None]
         assert result["counts"] == [(6, 1), (2, 3)]
-    # each worker timed its share and folded it into its pace (an exponential mean with the preset one)
-    assert all(preset / 2 < pace != preset for pace, preset in zip(result["paces"], (0.02, 0.01)))
+        assert result["paces"] == [0.02, 0.01]
 
 
 def _cached_model():

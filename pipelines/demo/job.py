@@ -207,7 +207,8 @@ def run(config: DemoConfig) -> dict:
         "best_epoch": trained.best_epoch,
         "epochs": [{k: h[k] for k in ("epoch", "val_recall@1", "tuples_per_s", "seconds", "mining_seconds",
                                              "trained_images", "mined_images", "trained_cached_images",
-                                             "mined_cached_images") if k in h}
+                                             "mined_cached_images", "loss", "grad_norm_median", "grad_norm_max",
+                                             "clipped_steps") if k in h and h[k] == h[k]}  # NaN (epoch 0's loss) left out
                    for h in trained.history],
         "located": located,
         "outputs": {"eval": eval_config.out_dir, "training_curves": os.path.join(trained.run_dir, "training_curves.png"),

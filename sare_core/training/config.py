@@ -58,6 +58,10 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-3, ge=0)
     lr_step_epochs: int = Field(5, ge=1, description="the learning rate is multiplied by lr_gamma this often")
     lr_gamma: float = Field(0.5, gt=0)
+    max_grad_norm: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="before each step the gradient (all trainable parameters "
+        "as one vector, after DDP's averaging) is scaled down to this L2 norm when it is longer; None: never. "
+        "Epoch rows report the norms either way (grad_norm_median, grad_norm_max, clipped_steps)")
     freeze_batchnorm: bool = Field(
         True, description="trainable BatchNorm layers keep normalising with their pretrained running statistics "
         "(their scale/shift still train); batch statistics of a few tuples per worker are too noisy")

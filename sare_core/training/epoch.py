@@ -34,6 +34,19 @@ class NonFiniteLossError(FloatingPointError):
     """More training steps had a non-finite loss than `max_nonfinite_steps` allows."""
 
 
+def clip_gradient(model: torch.nn.Module, max_norm: float | None) -> float:
+    """The L2 norm of `model`'s gradient, all parameters with a gradient as one vector (under DDP: after the
+    all-reduce, so the same on every worker); when `max_norm` is set and the norm exceeds it, the gradient is
+    first scaled by max_norm / norm. Returns the norm before any scaling."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.nn.utils.get_total_norm(grads)
+    if max_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_([p for p in model.parameters() if p.grad is not None], max_norm, norm)
+    return float(norm)
+
+
 def epoch_order(gt: GroundTruthForTraining, config: TrainConfig, epoch: int) -> np.ndarray:
     """The training queries (rows) of `epoch`, in training order."""
     order = np.random.default_rng([config.seed, epoch]).permutation(gt.queries)
@@ -47,7 +60,8 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     schedule); returns the epoch's row: mean loss over all workers' steps, tuples trained, tuples/s,
     the share of the epoch's time spent re-mining (planning, embedding the caches, mining), the time of the
     embedding alone, the images re-mining embedded (on all workers) and those the steps trained on (this
-    worker's share times the world: every image of a tuple), the learning rate after the epoch.
+    worker's share times the world: every image of a tuple), the learning rate after the epoch, and
+    the gradient's L2 norm over the steps (median, max; before clipping) with the steps `max_grad_norm` clipped.
     With a frozen-feature cache, `mined_cached_images` / `trained_cached_images` count the images (all
     workers) whose frozen layers did not run. Timed in the same epoch on this worker: re-mining's forward
     passes and image decoding, the steps' forward + loss + backward passes (`step_compute_seconds`, with the
@@ -66,6 +80,7 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     rank, world, device = collective.rank, collective.world, collective.device
     started = time.perf_counter()
     losses: list[float] = []
+    grad_norms: list[float] = []  # before clipping, one per step taken
     mining_seconds = embed_seconds = load_seconds = step_compute_seconds = 0.0
     embed_timings: dict[str, float] = {}
     mined_images = tuples_seen = 0
@@ -127,6 +142,7 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
                         f"{config.max_nonfinite_steps}); lower the learning rate or check the data")
                 continue
             loss.backward()
+            grad_norms.append(clip_gradient(state.model, config.max_grad_norm))
             step_compute_seconds += time.perf_counter() - compute_started
             state.optimizer.step()
             losses.append(float(loss.detach()))
@@ -155,4 +171,7 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             "mining_compute_share": mining_forward / max(mining_forward + step_compute, 1e-9),
             "mined_images": mined_images, "trained_images": int(tuples_seen) * (2 + config.num_negatives),
             "mined_cached_images": int(mined_cached), "trained_cached_images": int(trained_cached),
-            "nonfinite_steps": state.nonfinite_steps, "lr": state.scheduler.get_last_lr()[0]}
+            "nonfinite_steps": state.nonfinite_steps, "lr": state.scheduler.get_last_lr()[0],
+            "grad_norm_median": float(np.median(grad_norms)) if grad_norms else float("nan"),
+            "grad_norm_max": max(grad_norms, default=float("nan")),
+            "clipped_steps": sum(n > config.max_grad_norm for n in grad_norms) if config.max_grad_norm else 0}

@@ -81,8 +81,9 @@ def run_epochs(state: TrainingState, config: TrainConfig, train: PlaceDataset, v
         state.epoch = epoch
         state.history.append(row)
         if collective.rank == 0:
-            log.info("epoch %d: loss %.4f, val %s, %.1f tuples/s, mining %.0f%% of the epoch", epoch, row["loss"],
+            log.info("epoch %d: loss %.4f, val %s, %.1f tuples/s, mining %.0f%% of the epoch, gradient norm "
+                     "median %.3g max %.3g (%d steps clipped)", epoch, row["loss"],
                      {k: round(v, 4) for k, v in row.items() if k.startswith("val_recall@")}, row["tuples_per_s"],
-                     100 * row["mining_fraction"])
+                     100 * row["mining_fraction"], row["grad_norm_median"], row["grad_norm_max"], row["clipped_steps"])
         report(row, state)
     return state

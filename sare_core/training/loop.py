@@ -36,6 +36,22 @@ def loss_function(config: TrainConfig):
     return build_loss(LossSpec(name=loss.name, kernel=loss.kernel, margin=loss.margin, temperature=loss.temperature))
 
 
+COLLAPSE_RATIO = 0.9  # an epoch validating below this fraction of the initial model is flagged
+
+
+def collapse_warning(initial: dict, row: dict, select_n: int) -> str | None:
+    """A warning when epoch `row` validates (Recall@select_n) below COLLAPSE_RATIO of the initial model
+    (`initial`, epoch 0's row), else None. Training that loses what the pretrained model knew this early
+    usually steps too far (learning rate, or a long gradient: see the row's grad_norm_*)."""
+    key = f"val_recall@{select_n}"
+    if key not in initial or key not in row or not initial[key] > 0 or row[key] >= COLLAPSE_RATIO * initial[key]:
+        return None
+    return (f"epoch {row['epoch']}: validation Recall@{select_n} {row[key]:.3f} is {1 - row[key] / initial[key]:.0%} "
+            f"below the initial model's {initial[key]:.3f}; training may be diverging (gradient norm median "
+            f"{row.get('grad_norm_median', float('nan')):.3g}, max {row.get('grad_norm_max', float('nan')):.3g}): "
+            "a lower train.lr or a train.max_grad_norm near the median may hold it")
+
+
 def frozen_cache(model, config: TrainConfig, device) -> FrozenFeatureCache | None:
     """This worker's frozen-feature cache for `model`, or None where it is off or cannot apply (no frozen
     layers, or images of varying size)."""
@@ -85,5 +101,8 @@ def run_epochs(state: TrainingState, config: TrainConfig, train: PlaceDataset, v
                      "median %.3g max %.3g (%d steps clipped)", epoch, row["loss"],
                      {k: round(v, 4) for k, v in row.items() if k.startswith("val_recall@")}, row["tuples_per_s"],
                      100 * row["mining_fraction"], row["grad_norm_median"], row["grad_norm_max"], row["clipped_steps"])
+            warning = collapse_warning(state.history[0], row, config.select_n) if state.history[0]["epoch"] == 0 else None
+            if warning:
+                log.warning(warning)
         report(row, state)
     return state

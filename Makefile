@@ -11,11 +11,13 @@ EXTRAS ?= cpu,dev
 install: $(VENV)/.installed
 
 # constraints.txt pins every package at the versions the suite passed with, so pip never backtracks.
+# --no-compile: pip does not byte-compile every module of every package (torch, ray, scipy...); Python compiles
+# the modules a run imports, once, on first import (benchmarks/install_time.py times both).
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip
-	$(PY) -m pip install --quiet -c constraints.txt $(TORCH_PINS)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt $(TORCH_PINS)
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: install

@@ -38,12 +38,12 @@ def clip_gradient(model: torch.nn.Module, max_norm: float | None) -> float:
     """The L2 norm of `model`'s gradient, all parameters with a gradient as one vector (under DDP: after the
     all-reduce, so the same on every worker); when `max_norm` is set and the norm exceeds it, the gradient is
     first scaled by max_norm / norm. Returns the norm before any scaling."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
+    with_grad = [p for p in model.parameters() if p.grad is not None]
+    if not with_grad:
         return 0.0
-    norm = torch.nn.utils.get_total_norm(grads)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
     if max_norm is not None:
-        torch.nn.utils.clip_grads_with_norm_([p for p in model.parameters() if p.grad is not None], max_norm, norm)
+        torch.nn.utils.clip_grads_with_norm_(with_grad, max_norm, norm)
     return float(norm)
 
 

@@ -1,6 +1,15 @@
 """The collapse warning: an epoch validating well below the initial model is flagged, with its gradient norms."""
 
-from sare_core.training.loop import COLLAPSE_RATIO, collapse_warning
+import pytest
+import torch
+
+from sare_core.data import open_splits
+from sare_core.models import ModelConfig, build_model
+from sare_core.training.checkpoint import TrainingState
+from sare_core.training.config import TrainConfig
+from sare_core.training.loop import COLLAPSE_RATIO, collapse_warning, run_epochs
+
+MODEL = {"backbone": "tiny", "num_clusters": 8, "whitening_dim": None, "image_size": [72, 96], "train_from": "conv3"}
 
 INITIAL = {"epoch": 0, "loss": float("nan"), "val_recall@1": 0.53, "val_recall@5": 0.8}
 
@@ -25,3 +34,19 @@ def test_the_threshold_is_the_collapse_ratio_of_the_initial_recall():
 def test_nothing_to_compare_gives_no_warning():
     assert collapse_warning({"epoch": 0, "val_recall@1": 0.0}, {"epoch": 1, "val_recall@1": 0.0}, 1) is None
     assert collapse_warning({"epoch": 0}, {"epoch": 1, "val_recall@1": 0.1}, 1) is None
+
+
+@pytest.mark.parametrize("epoch1_recall, warns", [(0.3, True), (0.5, False)])
+def test_a_run_logs_the_warning_when_validation_falls(tiny_city, caplog, epoch1_recall, warns):
+    config = TrainConfig(dataset=str(tiny_city / "manifest.parquet"), model=MODEL, epochs=1, chunk_size=16,
+                         max_train_queries=16, negative_pool=30, num_negatives=3, batch_size=4, val_ns=[1], select_n=1)
+    splits = open_splits(str(tiny_city / "manifest.parquet"))
+    torch.manual_seed(0)
+    recalls = {0: 0.5, 1: epoch1_recall}  # stands in for validation only; training runs for real
+    caplog.set_level("WARNING", logger="sare_core.training.loop")
+    run_epochs(TrainingState.start(build_model(ModelConfig(**MODEL)), config), config, splits["train"],
+               splits["val"], lambda row, state: None, validate_fn=lambda model, epoch: {"val_recall@1": recalls[epoch]})
+    warnings = [r.getMessage() for r in caplog.records if "below the initial model" in r.getMessage()]
+    assert len(warnings) == int(warns)
+    if warns:
+        assert "epoch 1: validation Recall@1 0.300 is 40% below" in warnings[0] and "gradient norm median" in warnings[0]

@@ -44,6 +44,11 @@ def test_demo_end_to_end_on_the_tiny_city(tmp_path, ray_local, capsys, caplog):
     recalls = {h["epoch"]: h["val_recall@5"] for h in history if h["epoch"] > 0}
     assert summary["best_epoch"] == max(recalls, key=lambda e: (recalls[e], -e))  # on validation, never epoch 0
     assert set(summary["stage_seconds"]) >= {"city", "test-area extraction (2 models)", "evaluation and report"}
+    # each trained epoch's loss and gradient norms reach the summary as the history has them; epoch 0's NaN loss does not
+    assert "loss" not in summary["epochs"][0]
+    for row, h in zip(summary["epochs"][1:], history[1:]):
+        assert {k: row[k] for k in ("loss", "grad_norm_median", "grad_norm_max", "clipped_steps")} == \
+            {k: h[k] for k in ("loss", "grad_norm_median", "grad_norm_max", "clipped_steps")}
     out = tmp_path / "demo"
     for path in ("demo_summary.json", "eval/report.html", "eval/eval.json", "eval/recall_at_n.png",
                  "runs/demo/training_curves.png", "runs/demo/model.pt", "runs/demo/off_the_shelf_model.pt",

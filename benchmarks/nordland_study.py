@@ -7,6 +7,8 @@ held-out test range.
     nice -n 10 .venv/bin/python benchmarks/nordland_study.py export       # winners -> configs/nordland_<loss>.yaml
     nice -n 10 .venv/bin/python benchmarks/nordland_study.py final        # winners x seeds 0,1,2: train, test
     .venv/bin/python benchmarks/nordland_study.py table                   # results/nordland_study/summary.json
+    nice -n 10 .venv/bin/python benchmarks/nordland_study.py screen sare_joint_gaussian --seeds 0 \
+        --label clip7_lr4e-3 --set max_grad_norm=7 --set lr=0.004           # a follow-up, validation only
 
 Protocol (`benchmarks/nordland_manifest.py`): frames [0, 1300) train, [1350, 1850) validation, [1900, 2382)
 test; the 50-frame gaps exceed the negatives' radius (10 frames). Every choice is made on validation: the
@@ -224,6 +226,30 @@ def run_final(loss: str, seed: int) -> None:
         "history": history["history"], "train_config": history["config"]})
 
 
+def run_screen(loss: str, label: str, overrides: list[str], seed: int) -> None:
+    """A follow-up screen of the winner config of `loss` with `overrides` (k=v, as `sare train --set`): trained
+    with `seed`, scored on validation only (the test range is left for the finals). Writes
+    screen_<loss>_<label>_seed<S>.json: the overrides, the validation recall and gradient norms by epoch."""
+    name = f"screen_{loss}_{label}_seed{seed}"
+    if read_result(name) is not None:
+        print(f"{name}: done")
+        return
+    config = f"configs/nordland_{loss}.yaml"
+    run_name = f"screen_{loss}_{label}_seed{seed}"
+    train = SARE + ["train", "--config", config, "--set", f"seed={seed}", "--set", f"name={run_name}",
+                    "--set", "storage_path=runs/nordland_study"] + [a for o in overrides for a in ("--set", o)]
+    load_before = os.getloadavg()
+    seconds = sh(train, os.path.join(REPO, f"runs/nordland_study/logs/{name}.log"))
+    with open(os.path.join(REPO, "runs/nordland_study", run_name, "history.json")) as f:
+        history = json.load(f)
+    best = next(h for h in history["history"] if h["epoch"] == history["best_epoch"])
+    write_result(name, {
+        "loss": loss, "label": label, "overrides": overrides, "seed": seed, "config": config,
+        "train_command": " ".join(["sare"] + train[3:]), "train_seconds": seconds,
+        "load_average_before": load_before, "best_epoch": history["best_epoch"],
+        "val_recall": {str(n): 100 * best[f"val_recall@{n}"] for n in NS}, "history": history["history"]})
+
+
 def run_offtheshelf() -> None:
     """The k-means NetVLAD (the trained models' starting point) scored once on test."""
     if read_result("offtheshelf") is not None:
@@ -263,9 +289,12 @@ def summarise() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("manifest", "sweep", "export", "final", "table", "all"))
+    parser.add_argument("step", choices=("manifest", "sweep", "export", "final", "screen", "table", "all"))
     parser.add_argument("losses", nargs="*", help=f"default: all of {list(LOSSES)}")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--label", help="screen: names the variant in screen_<loss>_<label>_seed<S>.json")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="screen: a `sare train --set` override of the winner config (repeatable)")
     args = parser.parse_args(argv)
     losses = args.losses or list(LOSSES)
     unknown = [loss for loss in losses if loss not in LOSSES]
@@ -285,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:  # seed-major: every loss gets its first seed before any gets a second
             for loss in losses:
                 run_final(loss, seed)
+    if args.step == "screen":
+        if not args.label or not args.overrides:
+            parser.error("screen needs --label and at least one --set")
+        for seed in seeds:
+            for loss in losses:
+                run_screen(loss, args.label, args.overrides, seed)
     if args.step in ("table", "all"):
         summarise()
     return 0

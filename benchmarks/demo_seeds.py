@@ -18,8 +18,8 @@ image costs a forward and a backward pass, BACKWARD_COST forward passes in all, 
 benchmarks/train_throughput.py as train_step_s_per_image / forward_s_per_image; 3 if that JSON lacks it).
 Images the frozen-feature cache served skip the frozen layers: each counts the frozen share of a forward pass
 less (results/frozen_cache.json, benchmarks/frozen_cache.py). This run's median epoch rate of W against the
-slow host's is the slowdown factor of every stage but the city; the city stage is scaled by its own time on
-the slow host (121 s there, 48 s on the fast host: 2.5x).
+slow host's is the slowdown factor of every stage but the city; the city stage is scaled by its own rate on
+the slow host (the small preset's 7,800 images in 121 s there, 48 s on the fast host: 2.5x).
 
 Results go to results/demo_seeds[_<label>].json after every seed; a rerun skips seeds already there with the
 same config and overrides.
@@ -41,7 +41,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOW_HOST_TUPLES_PER_S = 2.8  # 2026-12-01, 400 tuples of 12 images and ~3,400 re-mined images per epoch
 SLOW_HOST_EPOCH = {"tuples": 400, "trained_images": 400 * 12, "mined_images": 3400}
-SLOW_HOST_CITY_SECONDS = 121.0  # the same host's city stage (small preset); 48 s on the fast host of 2026-11-28
+SLOW_HOST_CITY_IMAGES_PER_S = 7_800 / 121.0  # the same host's city stage: the small preset's 7,800 images in 121 s
+                                             # (48 s on the fast host of 2026-11-28)
 # A slower one since: 2026-12-02 18:43, seed 0 alone, cache-aware work units as below (training epochs' median;
 # results/demo_seeds_shipped_rerun.json), whose demo took 10.3 min where the 2026-12-01 reference projected
 # 7.7. The projection uses whichever reference is slower.
@@ -156,7 +157,7 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
     slow_host_work_rate = min(SLOW_HOST_WORK_PER_S_SEEN, work_units(SLOW_HOST_EPOCH, backward_cost)
                               * SLOW_HOST_TUPLES_PER_S / SLOW_HOST_EPOCH["tuples"])
     slowdown_by_work = median_work_rate / slow_host_work_rate
-    slowdown_by_city = SLOW_HOST_CITY_SECONDS / stages["city"]["wall_s"]
+    slowdown_by_city = city_images(out_dir) / stages["city"]["wall_s"] / SLOW_HOST_CITY_IMAGES_PER_S
     projected_s = sum(st["wall_s"] * (slowdown_by_city if name == "city" else slowdown_by_work)
                       for name, st in stages.items())
     return {
@@ -172,6 +173,13 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
         "projected_minutes_on_slowest_host": projected_s / 60,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
     }
+
+
+def city_images(out_dir: str) -> int:
+    """How many images the demo's city has (its city.json)."""
+    with open(os.path.join(out_dir, "city", "city.json")) as f:
+        counts = json.load(f)["parameters"]["counts"]
+    return sum(c["database"] + c["queries"] for c in counts.values())
 
 
 def backward_cost_factor() -> float:

@@ -52,6 +52,11 @@ LOSSES = {
     "sare_joint_gaussian": "SARE-joint, gaussian kernel",
     "sare_joint_other": "SARE-joint, best other kernel",
 }
+# Variants screened after the sweeps (`screen`), then retrained and scored as the losses are (`final --label
+# ... --set ...`): "<loss>_<label>" -> label.
+VARIANTS = {
+    "sare_joint_gaussian_clip7_lr4e-3": "SARE-joint, gaussian kernel, lr 4e-3, gradient clipped at norm 7",
+}
 
 
 def sh(command: list[str], log_path: str) -> float:
@@ -183,16 +188,42 @@ def sweep_winner_run(loss: str) -> dict | None:
             "trial_dir": best["trial_dir"]}
 
 
-def run_final(loss: str, seed: int) -> None:
+def screened_run(loss: str, label: str, overrides: list[str], seed: int) -> dict | None:
+    """The screen's run of (loss, label) with `seed`, when it trained these overrides and kept its model."""
+    record = read_result(f"screen_{loss}_{label}_seed{seed}")
+    run_dir = os.path.join(REPO, "runs/nordland_study", f"screen_{loss}_{label}_seed{seed}")
+    if record is None or record["overrides"] != overrides or not os.path.isfile(os.path.join(run_dir, "model.pt")):
+        return None
+    return {**record, "model": os.path.relpath(os.path.join(run_dir, "model.pt"), REPO)}
+
+
+def run_final(loss: str, seed: int, label: str | None = None, overrides: list[str] | None = None) -> None:
     """Train the winner config with `seed`, pick its best epoch on validation, score it once on test. For the
-    base seed the sweep's winning trial is that run already: its final model is scored, not retrained."""
-    name = f"final_{loss}_seed{seed}"
+    base seed the sweep's winning trial is that run already: its final model is scored, not retrained.
+    With `label`: the screened variant (the winner config with `overrides`), final_<loss>_<label>_seed<S>;
+    a seed the screen trained is scored, not retrained."""
+    overrides = list(overrides or [])
+    key = f"{loss}_{label}" if label else loss
+    name = f"final_{key}_seed{seed}"
     if read_result(name) is not None:
         print(f"{name}: done")
         return
     config = f"configs/nordland_{loss}.yaml"
     logs = os.path.join(REPO, "runs/nordland_study/logs")
-    winner = sweep_winner_run(loss)
+    screened = screened_run(loss, label, overrides, seed) if label else None
+    if screened is not None:
+        out_dir = f"runs/nordland_study/eval/{name}"
+        evaluate = eval_command(f"{key}={screened['model']}", out_dir)
+        eval_seconds = sh(evaluate, f"{logs}/{name}_eval.log")
+        write_result(name, {
+            "loss": loss, "label": label, "overrides": overrides, "seed": seed, "config": config,
+            "train_command": screened["train_command"] + " (the screen's run)",
+            "eval_command": " ".join(["sare"] + evaluate[3:]), "train_seconds": screened["train_seconds"],
+            "eval_seconds": eval_seconds, "best_epoch": screened["best_epoch"],
+            "val_recall": screened["val_recall"], "test_recall": read_eval(out_dir),
+            "history": screened["history"], "reused_screen_run": True})
+        return
+    winner = None if label else sweep_winner_run(loss)
     if winner is not None and winner["seed"] == seed:
         out_dir = f"runs/nordland_study/eval/{name}"
         evaluate = eval_command(f"{loss}={winner['model']}", out_dir)
@@ -207,19 +238,20 @@ def run_final(loss: str, seed: int) -> None:
             "val_recall": {str(n): 100 * best[f"val_recall@{n}"] for n in NS}, "test_recall": read_eval(out_dir),
             "history": winner["history"], "reused_sweep_trial": True})
         return
-    run_name = f"nordland_{loss}_seed{seed}"
+    run_name = f"nordland_{key}_seed{seed}"
     train = SARE + ["train", "--config", config, "--set", f"seed={seed}", "--set", f"name={run_name}",
-                    "--set", "storage_path=runs/nordland_study"]
+                    "--set", "storage_path=runs/nordland_study"] + [a for o in overrides for a in ("--set", o)]
     load_before = os.getloadavg()
     train_seconds = sh(train, f"{logs}/{name}_train.log")
     with open(os.path.join(REPO, "runs/nordland_study", run_name, "history.json")) as f:
         history = json.load(f)
     out_dir = f"runs/nordland_study/eval/{name}"
-    evaluate = eval_command(f"{loss}=runs/nordland_study/{run_name}/model.pt", out_dir)
+    evaluate = eval_command(f"{key}=runs/nordland_study/{run_name}/model.pt", out_dir)
     eval_seconds = sh(evaluate, f"{logs}/{name}_eval.log")
     best = next(h for h in history["history"] if h["epoch"] == history["best_epoch"])
     write_result(name, {
         "loss": loss, "seed": seed, "config": config, "train_command": " ".join(["sare"] + train[3:]),
+        **({"label": label, "overrides": overrides} if label else {}),
         "eval_command": " ".join(["sare"] + evaluate[3:]), "train_seconds": train_seconds,
         "eval_seconds": eval_seconds, "load_average_before": load_before, "best_epoch": history["best_epoch"],
         "val_recall": {str(n): 100 * best[f"val_recall@{n}"] for n in NS}, "test_recall": read_eval(out_dir),
@@ -267,11 +299,13 @@ def summarise() -> dict:
     import statistics
 
     rows = []
-    for loss, label in LOSSES.items():
+    for loss, label in {**LOSSES, **VARIANTS}.items():
         runs = [r for r in (read_result(f"final_{loss}_seed{s}") for s in SEEDS) if r is not None]
         sweep = read_result(f"sweep_{loss}")
         row = {"loss": loss, "label": label, "seeds": [r["seed"] for r in runs],
                "params": best_params(loss) if sweep and sweep.get("best") else None}
+        if loss in VARIANTS and runs:
+            row["overrides"] = runs[0]["overrides"]
         for split in ("val", "test"):
             for n in NS:
                 values = [r[f"{split}_recall"][str(n)] for r in runs]
@@ -292,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("step", choices=("manifest", "sweep", "export", "final", "screen", "table", "all"))
     parser.add_argument("losses", nargs="*", help=f"default: all of {list(LOSSES)}")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    parser.add_argument("--label", help="screen: names the variant in screen_<loss>_<label>_seed<S>.json")
+    parser.add_argument("--label", help="screen, final: names a variant of the winner config, as in "
+                        "screen_<loss>_<label>_seed<S>.json and final_<loss>_<label>_seed<S>.json")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="screen: a `sare train --set` override of the winner config (repeatable)")
+                        help="screen, final: a `sare train --set` override of the winner config (repeatable)")
     args = parser.parse_args(argv)
     losses = args.losses or list(LOSSES)
     unknown = [loss for loss in losses if loss not in LOSSES]
@@ -313,10 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         run_offtheshelf()
         for seed in seeds:  # seed-major: every loss gets its first seed before any gets a second
             for loss in losses:
-                run_final(loss, seed)
+                run_final(loss, seed, args.label, args.overrides)
+    if bool(args.label) != bool(args.overrides) or (args.step == "screen" and not args.label):
+        parser.error("a variant needs both --label and at least one --set (screen always names one)")
     if args.step == "screen":
-        if not args.label or not args.overrides:
-            parser.error("screen needs --label and at least one --set")
         for seed in seeds:
             for loss in losses:
                 run_screen(loss, args.label, args.overrides, seed)

@@ -1,5 +1,7 @@
 """The Nordland configs (docs/RESULTS.md): each shipped configs/nordland_<loss>.yaml is the base config with
-its sweep's winning values (results/nordland_study/sweep_<loss>.json), and nothing else changed."""
+its sweep's winning values (results/nordland_study/sweep_<loss>.json), and nothing else changed; each variant
+configs/nordland_<loss>_<label>.yaml is that winner with the overrides its screen trained
+(results/nordland_study/screen_<loss>_<label>_seed0.json), and nothing else changed."""
 
 import json
 from pathlib import Path
@@ -13,7 +15,9 @@ from sare_core.training.config import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 RESULTS = ROOT / "results" / "nordland_study"
-WINNERS = sorted(p for p in CONFIGS.glob("nordland_*.yaml") if p.stem != "nordland_base")
+VARIANTS = sorted(p for p in CONFIGS.glob("nordland_*.yaml")
+                  if (RESULTS / f"screen_{p.stem.removeprefix('nordland_')}_seed0.json").is_file())
+WINNERS = sorted(p for p in CONFIGS.glob("nordland_*.yaml") if p.stem != "nordland_base" and p not in VARIANTS)
 
 
 def test_every_shipped_nordland_config_has_its_sweep_result():
@@ -40,6 +44,19 @@ def test_a_winner_is_the_base_with_its_sweeps_best_values(path):
         target = expected[section] if section else expected
         target[leaf] = best[f"param:{key}"]
     assert winner == TrainConfig(**expected).model_dump()
+
+
+def test_the_variant_configs_are_found():
+    assert [p.name for p in VARIANTS] == ["nordland_sare_joint_gaussian_clip7_lr4e-3.yaml"]
+
+
+@pytest.mark.parametrize("path", VARIANTS, ids=lambda p: p.stem)
+def test_a_variant_is_its_losss_winner_with_the_overrides_its_screen_trained(path):
+    screen = json.loads((RESULTS / f"screen_{path.stem.removeprefix('nordland_')}_seed0.json").read_text())
+    expected = load_config(TrainConfig, CONFIGS / f"nordland_{screen['loss']}.yaml",
+                           overrides=screen["overrides"]).model_dump()
+    expected["name"] = path.stem
+    assert load_config(TrainConfig, path).model_dump() == expected
 
 
 def test_the_base_protocol():

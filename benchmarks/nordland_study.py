@@ -305,7 +305,10 @@ def summarise() -> dict:
         row = {"loss": loss, "label": label, "seeds": [r["seed"] for r in runs],
                "params": best_params(loss) if sweep and sweep.get("best") else None}
         if loss in VARIANTS and runs:
-            row["overrides"] = runs[0]["overrides"]
+            base = runs[0]["loss"]
+            base_sweep = read_result(f"sweep_{base}")
+            row["base_loss"], row["overrides"] = base, runs[0]["overrides"]
+            row["params"] = best_params(base) if base_sweep and base_sweep.get("best") else None
         for split in ("val", "test"):
             for n in NS:
                 values = [r[f"{split}_recall"][str(n)] for r in runs]
@@ -336,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown losses {unknown}; choose from {list(LOSSES)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    if bool(args.label) != bool(args.overrides) or (args.step == "screen" and not args.label):
+        parser.error("a variant needs both --label and at least one --set (screen always names one)")
+    if args.label and args.step not in ("screen", "final"):
+        parser.error(f"--label and --set belong to the screen and final steps, not to {args.step!r}")
+    if args.label and not args.losses:
+        parser.error("name the loss(es) whose winner config the variant changes")
     if args.step in ("manifest", "all"):
         sh([sys.executable, "benchmarks/nordland_manifest.py"], os.path.join(REPO, "runs/nordland_study/logs/manifest.log"))
     if args.step in ("sweep", "all"):
@@ -349,8 +358,6 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:  # seed-major: every loss gets its first seed before any gets a second
             for loss in losses:
                 run_final(loss, seed, args.label, args.overrides)
-    if bool(args.label) != bool(args.overrides) or (args.step == "screen" and not args.label):
-        parser.error("a variant needs both --label and at least one --set (screen always names one)")
     if args.step == "screen":
         for seed in seeds:
             for loss in losses:

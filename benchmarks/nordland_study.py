@@ -52,11 +52,6 @@ LOSSES = {
     "sare_joint_gaussian": "SARE-joint, gaussian kernel",
     "sare_joint_other": "SARE-joint, best other kernel",
 }
-# Variants screened after the sweeps (`screen`), then retrained and scored as the losses are (`final --label
-# ... --set ...`): "<loss>_<label>" -> label.
-VARIANTS = {
-    "sare_joint_gaussian_clip7_lr4e-3": "SARE-joint, gaussian kernel, lr 4e-3, gradient clipped at norm 7",
-}
 
 
 def sh(command: list[str], log_path: str) -> float:
@@ -188,6 +183,17 @@ def sweep_winner_run(loss: str) -> dict | None:
             "trial_dir": best["trial_dir"]}
 
 
+def train_config(config: str, run_name: str, seed: int, overrides: list[str], log_path: str):
+    """`sare train --config config` with `seed` and `overrides` as runs/nordland_study/<run_name>; returns the
+    command, its wall seconds, the run's history.json and the load average before it."""
+    train = SARE + ["train", "--config", config, "--set", f"seed={seed}", "--set", f"name={run_name}",
+                    "--set", "storage_path=runs/nordland_study"] + [a for o in overrides for a in ("--set", o)]
+    load_before = os.getloadavg()
+    seconds = sh(train, log_path)
+    with open(os.path.join(REPO, "runs/nordland_study", run_name, "history.json")) as f:
+        return train, seconds, json.load(f), load_before
+
+
 def screened_run(loss: str, label: str, overrides: list[str], seed: int) -> dict | None:
     """The screen's run of (loss, label) with `seed`, when it trained these overrides and kept its model."""
     record = read_result(f"screen_{loss}_{label}_seed{seed}")
@@ -239,12 +245,8 @@ def run_final(loss: str, seed: int, label: str | None = None, overrides: list[st
             "history": winner["history"], "reused_sweep_trial": True})
         return
     run_name = f"nordland_{key}_seed{seed}"
-    train = SARE + ["train", "--config", config, "--set", f"seed={seed}", "--set", f"name={run_name}",
-                    "--set", "storage_path=runs/nordland_study"] + [a for o in overrides for a in ("--set", o)]
-    load_before = os.getloadavg()
-    train_seconds = sh(train, f"{logs}/{name}_train.log")
-    with open(os.path.join(REPO, "runs/nordland_study", run_name, "history.json")) as f:
-        history = json.load(f)
+    train, train_seconds, history, load_before = train_config(config, run_name, seed, overrides,
+                                                              f"{logs}/{name}_train.log")
     out_dir = f"runs/nordland_study/eval/{name}"
     evaluate = eval_command(f"{key}=runs/nordland_study/{run_name}/model.pt", out_dir)
     eval_seconds = sh(evaluate, f"{logs}/{name}_eval.log")
@@ -267,13 +269,8 @@ def run_screen(loss: str, label: str, overrides: list[str], seed: int) -> None:
         print(f"{name}: done")
         return
     config = f"configs/nordland_{loss}.yaml"
-    run_name = f"screen_{loss}_{label}_seed{seed}"
-    train = SARE + ["train", "--config", config, "--set", f"seed={seed}", "--set", f"name={run_name}",
-                    "--set", "storage_path=runs/nordland_study"] + [a for o in overrides for a in ("--set", o)]
-    load_before = os.getloadavg()
-    seconds = sh(train, os.path.join(REPO, f"runs/nordland_study/logs/{name}.log"))
-    with open(os.path.join(REPO, "runs/nordland_study", run_name, "history.json")) as f:
-        history = json.load(f)
+    train, seconds, history, load_before = train_config(config, name, seed, overrides,
+                                                        os.path.join(REPO, f"runs/nordland_study/logs/{name}.log"))
     best = next(h for h in history["history"] if h["epoch"] == history["best_epoch"])
     write_result(name, {
         "loss": loss, "label": label, "overrides": overrides, "seed": seed, "config": config,
@@ -294,17 +291,31 @@ def run_offtheshelf() -> None:
                                  "test_recall": read_eval(out_dir)})
 
 
+def variants() -> dict[str, str]:
+    """The screened variants that have finals (`final --label L --set ...`): "<loss>_<label>" -> a label
+    naming the loss and its overrides, in file order."""
+    import glob
+
+    found = {}
+    for path in sorted(glob.glob(os.path.join(REPO, RESULTS, "final_*_seed*.json"))):
+        with open(path) as f:
+            record = json.load(f)
+        if record.get("label"):
+            found[f"{record['loss']}_{record['label']}"] = f"{LOSSES[record['loss']]}, {', '.join(record['overrides'])}"
+    return found
+
+
 def summarise() -> dict:
     """Mean and spread (sample standard deviation, min, max) over seeds of each loss's test recalls."""
     import statistics
 
     rows = []
-    for loss, label in {**LOSSES, **VARIANTS}.items():
+    for loss, label in {**LOSSES, **variants()}.items():
         runs = [r for r in (read_result(f"final_{loss}_seed{s}") for s in SEEDS) if r is not None]
         sweep = read_result(f"sweep_{loss}")
         row = {"loss": loss, "label": label, "seeds": [r["seed"] for r in runs],
                "params": best_params(loss) if sweep and sweep.get("best") else None}
-        if loss in VARIANTS and runs:
+        if loss not in LOSSES and runs:
             base = runs[0]["loss"]
             base_sweep = read_result(f"sweep_{base}")
             row["base_loss"], row["overrides"] = base, runs[0]["overrides"]

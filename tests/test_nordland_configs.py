@@ -58,6 +58,7 @@ def test_a_variant_is_its_losss_winner_with_the_overrides_its_screen_trained(pat
     expected["name"] = path.stem
     assert load_config(TrainConfig, path).model_dump() == expected
     finals = sorted(RESULTS.glob(f"final_{path.stem.removeprefix('nordland_')}_seed*.json"))
+    assert len(finals) == 3, f"{path.name}: its three finals (docs/RESULTS.md) are not all committed"
     for final in finals:  # its test figures came from runs of exactly these overrides
         record = json.loads(final.read_text())
         assert (record["loss"], record["overrides"]) == (screen["loss"], screen["overrides"]), final.name

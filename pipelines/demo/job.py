@@ -5,7 +5,8 @@
 3. PCA whitening, when the config asks for it, for the off-the-shelf and the trained model alike (fitted on
    training database images; configs/demo.yaml leaves it out: on this city it cost the trained model
    recall, README.md);
-4. Ray Data extraction of the test area with each model into Parquet stores;
+4. Ray Data extraction of the test area with both models (one pass: the frozen prefix they share runs
+   once per image) into Parquet stores;
 5. exact-search evaluation of both: the seed-style table (off-the-shelf / trained / ratio), JSON, Recall@N
    curves, the HTML report of retrieved images, and the training curves.
 """
@@ -75,17 +76,22 @@ def _city(config: DemoConfig) -> str:
     return os.path.join(city_dir, "manifest.parquet")
 
 
-def _extract(config: DemoConfig, manifest: str, model_path: str, store: str, split: str) -> None:
-    """Extract `split` with the model at `model_path` into `store`; a store that the demo made earlier with
-    another model (e.g. a run with more epochs selected another one) is replaced, an unfinished one resumed."""
+def _extract(config: DemoConfig, manifest: str, models: dict[str, str], stores: dict[str, str], split: str) -> None:
+    """Extract `split` with every model (name -> model file) into its store (name -> folder), in one Ray Data
+    pipeline (`run_many`: each image decoded once, the frozen prefix the models share run once). A store
+    that the demo made earlier with another model (e.g. a run with more epochs selected another one) is
+    replaced, an unfinished one resumed."""
     from sare_core.models.io import load_model, model_hash
     from sare_core.store import open_store
     from sare_core.store.errors import StoreNotCommittedError
 
     from ..extract.config import ExtractConfig
-    from ..extract.pipeline import run as extract_run
+    from ..extract.pipeline import run_many
 
-    if os.path.isdir(store):
+    for name, model_path in models.items():
+        store = stores[name]
+        if not os.path.isdir(store):
+            continue
         try:
             previous = open_store(store, verify=False).metadata.model_hash
         except StoreNotCommittedError:
@@ -94,8 +100,8 @@ def _extract(config: DemoConfig, manifest: str, model_path: str, store: str, spl
         if previous is not None and previous != current:
             log.info("%s holds descriptors of another model (%s, now %s); extracting again", store, previous, current)
             shutil.rmtree(store)
-    extract_run(ExtractConfig(**config.extract.model_dump(), dataset=manifest, model=model_path, out=store,
-                              splits=[split]))
+    run_many([ExtractConfig(**config.extract.model_dump(), dataset=manifest, model=models[name], out=stores[name],
+                            splits=[split]) for name in models])
 
 
 def _locate_some(config: DemoConfig, model_path: str, store: str, split: str, data, out: str) -> list[dict]:
@@ -181,10 +187,9 @@ def run(config: DemoConfig) -> dict:
     mark = stage_done("off-the-shelf model", mark)
 
     split = train_config.test_split or train_config.val_split
-    stores = {}
-    for name, path in (("off-the-shelf", off_path), ("trained", trained.model_path)):
-        stores[name] = os.path.join(out, "stores", name.replace("-", "_"))
-        _extract(config, manifest, path, stores[name], split)
+    models = {"off-the-shelf": off_path, "trained": trained.model_path}
+    stores = {name: os.path.join(out, "stores", name.replace("-", "_")) for name in models}
+    _extract(config, manifest, models, stores, split)
     mark = stage_done("test-area extraction (2 models)", mark)
     eval_config = evaluate.EvalConfig(
         models=[evaluate.ModelStores(name=n, database=s) for n, s in stores.items()],

@@ -4,7 +4,8 @@
       -> for each model: the model file ready to extract with
            saved model (sare_core.models.save_model, e.g. runs/X/model.pt): used as it is
            pretrained:BACKBONE-POOLING, or a model-config YAML: an off-the-shelf model, fitted here (below)
-      -> Ray Data extraction (`pipelines.extract.pipeline.run`) of the split's images into {out_dir}/stores/{name}-{hash}
+      -> Ray Data extraction (`pipelines.extract.pipeline.run_many`: one pass for models that preprocess
+         alike) of the split's images into {out_dir}/stores/{name}-{hash}
       -> `pipelines.evaluate.stores.run`: exact search, Recall@N table (first model = baseline of the ratio row),
          eval.json, recall_at_n.png, report.html; plus manifest_eval.json (models, hashes, stores, timings)
 
@@ -200,7 +201,7 @@ def run(config: ManifestEvalConfig) -> dict:
     split, the image files, the model specs. Returns {"results": {name: Evaluation}, "models": [...], ...}.
     """
     from ..extract.config import ExtractConfig
-    from ..extract.pipeline import run as run_extraction
+    from ..extract.pipeline import run_many
 
     started = time.perf_counter()
     manifest = absolute(config.manifest)
@@ -238,11 +239,13 @@ def run(config: ManifestEvalConfig) -> dict:
     started_ray = ray_session.connect(config.extract.ray_address)
     extractions = {}
     try:
-        for model in prepared:
-            store = f"{out}/stores/{_safe(model.name)}-{model.model_hash}"
-            xcfg = ExtractConfig(**config.extract.model_dump(), dataset=manifest, model=model.path, out=store,
-                                 splits=[split] if split else None, seed=config.seed)
-            result = run_extraction(xcfg)
+        stores = [f"{out}/stores/{_safe(model.name)}-{model.model_hash}" for model in prepared]
+        # one pipeline for the models that preprocess alike: each image decoded once, shared frozen prefixes
+        # run once (`pipelines.extract.pipeline.run_many`)
+        results = run_many([ExtractConfig(**config.extract.model_dump(), dataset=manifest, model=model.path,
+                                          out=store, splits=[split] if split else None, seed=config.seed)
+                            for model, store in zip(prepared, stores)])
+        for model, store, result in zip(prepared, stores, results):
             if result.failures:
                 log.warning("%s: %d images could not be read (see the store's failures table); they are left "
                             "out of the evaluation", model.name, result.failures)

@@ -8,6 +8,7 @@ pipeline's overhead.
 
     decode_images(rows, image_size, max_side)  -> rows + pixels (uint8 bytes), height, width, error
     write_parts(rows, uri, metadata, task_id)   -> one PART_SCHEMA row per part written
+    write_parts_to_stores(rows, stores, task_id) -> the same for several models' stores, with a store column
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ PART_SCHEMA = pa.schema([
     pa.field("task_id", pa.string()),
     pa.field("seconds", pa.float64()),  # time the writer spent on this call
 ])
+
+
+def descriptor_column(index: int) -> str:
+    """The column that model `index` of a several-model extraction fills: "descriptor", "descriptor_1", ..."""
+    return "descriptor" if index == 0 else f"descriptor_{index}"
 
 
 def error_text(stage: str, error: BaseException) -> str:
@@ -78,17 +84,21 @@ def decode_images(rows: pa.Table, image_size=None, max_side=None) -> pa.Table:
 
 
 def write_parts(rows: pa.Table, uri: str, metadata: StoreMetadata, task_id: str,
-                storage_options: dict | None = None) -> pa.Table:
-    """Write `rows` (embedded rows: ROW_COLUMNS, error, descriptor) to the store at `uri`: one descriptor
-    part for the rows without an error and one failure part (id, path, error) for the others. Returns one
-    `PART_SCHEMA` row per part written; the parts stay invisible to readers until the driver commits."""
+                storage_options: dict | None = None, column: str = "descriptor",
+                exclude_ids: frozenset[str] | None = None) -> pa.Table:
+    """Write `rows` (embedded rows: ROW_COLUMNS, error, `column`) to the store at `uri`: one descriptor
+    part for the rows without an error and one failure part (id, path, error) for the others; rows whose id
+    is in `exclude_ids` (the store holds them already) are left out. Returns one `PART_SCHEMA` row per part
+    written; the parts stay invisible to readers until the driver commits."""
     start = time.perf_counter()
+    if exclude_ids:
+        rows = rows.filter(pc.invert(pc.is_in(rows.column("id"), pa.array(sorted(exclude_ids), pa.string()))))
     writer = PartWriter(uri, metadata, task_id=task_id, storage_options=storage_options)
     failed = pc.not_equal(rows.column("error"), "")
     good = rows.filter(pc.invert(failed))
     bad = rows.filter(failed)
     if good.num_rows:
-        descriptors = good.column("descriptor").combine_chunks()
+        descriptors = good.column(column).combine_chunks()
         values = descriptors.flatten().to_numpy(zero_copy_only=False).reshape(good.num_rows, metadata.dim)
         utm = np.column_stack([good.column("utm_east").to_numpy(), good.column("utm_north").to_numpy()])
         writer.write(ids=good.column("id").to_pylist(), roles=good.column("role").to_pylist(),
@@ -102,3 +112,15 @@ def write_parts(rows: pa.Table, uri: str, metadata: StoreMetadata, task_id: str,
         {"name": p.name, "kind": p.kind, "num_rows": p.num_rows, "size_bytes": p.size_bytes,
          "rows_by_role_split": json.dumps(p.rows_by_role_split), "task_id": p.task_id, "seconds": seconds}
         for p in writer.parts], schema=PART_SCHEMA)
+
+
+def write_parts_to_stores(rows: pa.Table, stores: list[dict], task_id: str,
+                          storage_options: dict | None = None) -> pa.Table:
+    """`write_parts` once per store of a several-model extraction. stores[i]: {"uri", "metadata", "column",
+    "exclude_ids"}. Returns the PART_SCHEMA rows of every store's parts with a "store" column (i)."""
+    tables = []
+    for i, store in enumerate(stores):
+        written = write_parts(rows, store["uri"], store["metadata"], task_id, storage_options, store["column"],
+                              store.get("exclude_ids"))
+        tables.append(written.append_column("store", pa.array([i] * written.num_rows, pa.int32())))
+    return pa.concat_tables(tables)

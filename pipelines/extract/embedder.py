@@ -1,9 +1,9 @@
 """The model step of an extraction: the class Ray Data runs in its actor pool (see also `decode`).
 
 `ImageEmbedder(model, ...)(rows)` turns decoded rows (pixels, height, width, error) into embedded rows
-(descriptor: float32 list; zeros where error != ""), carrying every row's id and other columns through,
-so nothing downstream depends on row order. It imports no Ray (it gets its model from an object reference
-it is handed), so it runs the same in a plain loop.
+(descriptor: float32 list; zeros where error != ""; with several models, one column per model), carrying
+every row's id and other columns through, so nothing downstream depends on row order. It imports no Ray
+(it gets its models from object references it is handed), so it runs the same in a plain loop.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from sare_core.models.embedding import EmbeddingModel
 from sare_core.models.io import model_from_payload, model_hash
+from sare_core.models.shared_prefix import group_by_frozen_prefix
 
-from .decode import ROW_COLUMNS, error_text
+from .decode import ROW_COLUMNS, descriptor_column, error_text
 
 log = logging.getLogger(__name__)
 
@@ -32,72 +33,121 @@ def select_device(use_gpu: bool) -> torch.device:
     return torch.device("cpu")
 
 
-class ImageEmbedder:
-    """Runs the model on decoded rows: (rows with pixels) -> (rows with descriptor), in one process.
+def _resolve(model):
+    """An `EmbeddingModel` from a model, a payload dict, or a Ray object reference to a payload."""
+    if not isinstance(model, (EmbeddingModel, dict)):
+        import ray  # only a Ray object reference gets here
 
-    model: an `EmbeddingModel`, or a payload dict from `sare_core.models.io.model_payload`, or a Ray object
-    reference to such a payload (resolved here, once per actor). expected_hash: checked against the loaded
-    model, so every actor provably runs the model the store's metadata names. threads: torch CPU threads.
+        model = ray.get(model)
+    if isinstance(model, dict):
+        model = model_from_payload(model, source="extraction model")
+    return model
+
+
+class ImageEmbedder:
+    """Runs one model, or several on the same images, on decoded rows: (rows with pixels) -> (rows with
+    descriptors), in one process.
+
+    model: an `EmbeddingModel`, a payload dict from `sare_core.models.io.model_payload` or a Ray object
+    reference to such a payload (resolved here, once per actor); or a list of those. expected_hash: one
+    hash, or a list, checked against the loaded models, so that every actor provably runs the models the
+    stores' metadata name. Model i fills the column `descriptor_column(i)`. Several models must resize
+    images alike (they share the decoded pixels); models whose frozen prefixes are equal
+    (`sare_core.models.shared_prefix`) run that prefix once per batch, which gives the same descriptors to
+    the bit as running each model whole. threads: torch CPU threads.
     On a GPU: uint8 pixels go to the device and are normalised there, the model runs in channels-last
     memory format under `torch.autocast` (float16) when `mixed_precision`, and descriptors are
     re-normalised in float32. On the CPU: float32 throughout, `threads` torch threads.
-    Rows are grouped by image size (images of one size form one batch); a batch the model fails on is
-    retried image by image, and an image that still fails gets an error instead of a descriptor. With
-    `truncate` K, descriptors keep their first K elements, re-L2-normalised.
+    Rows are grouped by image size (images of one size form one batch); a batch the models fail on is
+    retried image by image, and an image that still fails in any model gets an error instead of
+    descriptors. With `truncate` K, descriptors keep their first K elements, re-L2-normalised.
     """
 
-    def __init__(self, model, expected_hash: str | None = None, *, batch_size: int = 32, use_gpu: bool = False,
+    def __init__(self, model, expected_hash=None, *, batch_size: int = 32, use_gpu: bool = False,
                  mixed_precision: bool = True, channels_last: bool = True, threads: int | None = None,
                  truncate: int | None = None):
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
-        if not isinstance(model, (EmbeddingModel, dict)):
-            import ray  # only a Ray object reference gets here
-
-            model = ray.get(model)
-        if isinstance(model, dict):
-            model = model_from_payload(model, source="extraction model")
-        if expected_hash is not None and model_hash(model) != expected_hash:
-            raise RuntimeError(f"the model given to the extraction worker has hash {model_hash(model)}, "
-                               f"expected {expected_hash}")
+        models = [_resolve(m) for m in (model if isinstance(model, (list, tuple)) else [model])]
+        hashes = expected_hash if isinstance(expected_hash, (list, tuple)) else [expected_hash] * len(models)
+        if len(hashes) != len(models):
+            raise ValueError(f"{len(models)} models but {len(hashes)} expected hashes")
+        for i, (m, expected) in enumerate(zip(models, hashes)):
+            if expected is not None and model_hash(m) != expected:
+                raise RuntimeError(f"model {i} given to the extraction worker has hash {model_hash(m)}, "
+                                   f"expected {expected}")
+        self.preprocessor = models[0].preprocessor
+        for i, m in enumerate(models[1:], start=1):
+            if m.preprocessor != self.preprocessor:
+                raise ValueError(f"model {i} preprocesses images as {m.preprocessor}, model 0 as "
+                                 f"{self.preprocessor}: models extracted together must share their decoded pixels")
         self.device = select_device(use_gpu)
-        self.preprocessor = model.preprocessor
-        if truncate is not None and not 1 <= truncate <= model.descriptor_dim:
-            raise ValueError(f"truncate: {truncate} is not between 1 and the model's {model.descriptor_dim} dims")
+        for i, m in enumerate(models):
+            if truncate is not None and not 1 <= truncate <= m.descriptor_dim:
+                raise ValueError(f"truncate: {truncate} is not between 1 and model {i}'s {m.descriptor_dim} dims")
         self.truncate = truncate
-        self.dim = truncate or model.descriptor_dim
+        self.dims = [truncate or m.descriptor_dim for m in models]
         self.batch_size = max(1, int(batch_size))
         self.mixed_precision = bool(mixed_precision) and self.device.type == "cuda"
         self.channels_last = bool(channels_last) and self.device.type == "cuda"
-        model = model.eval().to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        self.groups = group_by_frozen_prefix(models)
+        self.models = []
+        for m in models:
+            m = m.eval().to(self.device)
+            if self.channels_last:
+                m = m.to(memory_format=torch.channels_last)
+            self.models.append(m)
+
+    @property
+    def model(self) -> EmbeddingModel:
+        """The first model."""
+        return self.models[0]
+
+    @property
+    def dim(self) -> int:
+        """The first model's descriptor size."""
+        return self.dims[0]
+
+    def _finish(self, out: torch.Tensor) -> np.ndarray:
+        if self.mixed_precision:
+            out = F.normalize(out.float(), p=2, dim=1)
+        if self.truncate is not None:
+            out = F.normalize(out.float()[:, : self.truncate], p=2, dim=1)
+        return out.float().cpu().numpy()
 
     @torch.inference_mode()
-    def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """(B, H, W, 3) uint8 -> (B, D) float32 L2-normalised descriptors."""
+    def embed_all(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """(B, H, W, 3) uint8 -> per model, (B, D_i) float32 L2-normalised descriptors."""
         x = torch.from_numpy(pixels)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = self.preprocessor.normalize_uint8(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.mixed_precision:
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16):
-                out = self.model(x)
-            out = F.normalize(out.float(), p=2, dim=1)
-        else:
-            out = self.model(x)
-        if self.truncate is not None:
-            out = F.normalize(out.float()[:, : self.truncate], p=2, dim=1)
-        return out.float().cpu().numpy()
+        out: list[np.ndarray | None] = [None] * len(self.models)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
+            for group in self.groups:
+                if len(group) == 1:
+                    out[group[0]] = self._finish(self.models[group[0]](x))
+                    continue
+                maps = self.models[group[0]].backbone.frozen(x)
+                for i in group:
+                    out[i] = self._finish(self.models[i](maps, from_frozen=True))
+        return out
 
-    def _embed_group(self, pixels: np.ndarray, descriptors: np.ndarray, rows: list[int], errors: list[str]):
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8 -> (B, D) float32 L2-normalised descriptors of the first model."""
+        return self.embed_all(pixels)[0]
+
+    def _embed_group(self, pixels: np.ndarray, descriptors: list[np.ndarray], rows: list[int], errors: list[str]):
+        def put(at, values: list[np.ndarray]) -> None:
+            for target, value in zip(descriptors, values):
+                target[at] = value
+
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             try:
-                descriptors[chunk] = self.embed(pixels[start:start + len(chunk)])
+                put(chunk, self.embed_all(pixels[start:start + len(chunk)]))
                 continue
             except Exception as error:  # noqa: BLE001 - retried image by image below
                 if len(chunk) == 1:
@@ -106,7 +156,7 @@ class ImageEmbedder:
                 log.warning("model failed on a batch of %d images (%s); retrying them one by one", len(chunk), error)
             for j, row in enumerate(chunk):
                 try:
-                    descriptors[row] = self.embed(pixels[start + j:start + j + 1])[0]
+                    put(row, [d[0] for d in self.embed_all(pixels[start + j:start + j + 1])])
                 except Exception as error:  # noqa: BLE001 - recorded as this image's failure
                     errors[row] = error_text("model", error)
 
@@ -120,13 +170,14 @@ class ImageEmbedder:
         for i in range(n):
             if not errors[i]:
                 groups[(int(heights[i]), int(widths[i]))].append(i)
-        descriptors = np.zeros((n, self.dim), np.float32)
+        descriptors = [np.zeros((n, dim), np.float32) for dim in self.dims]
         for (h, w), members in groups.items():
             pixels = np.empty((len(members), h, w, 3), np.uint8)
             for j, i in enumerate(members):
                 pixels[j] = np.frombuffer(pixel_column[i].as_buffer(), np.uint8).reshape(h, w, 3)
             self._embed_group(pixels, descriptors, members, errors)
-        values = pa.array(descriptors.reshape(-1), pa.float32())
-        return (rows.select(list(ROW_COLUMNS))
-                .append_column("error", pa.array(errors, pa.string()))
-                .append_column("descriptor", pa.FixedSizeListArray.from_arrays(values, self.dim)))
+        out = rows.select(list(ROW_COLUMNS)).append_column("error", pa.array(errors, pa.string()))
+        for i, (values, dim) in enumerate(zip(descriptors, self.dims)):
+            flat = pa.array(values.reshape(-1), pa.float32())
+            out = out.append_column(descriptor_column(i), pa.FixedSizeListArray.from_arrays(flat, dim))
+        return out

@@ -1,6 +1,7 @@
 """Extraction stage: every image of a dataset through a model, into a Parquet descriptor store, on Ray Data.
 
     result = run(ExtractConfig(dataset="city/manifest.parquet", model="model.pt", out="s3://bucket/desc"))
+    results = run_many([config_a, config_b])   # several models over the same images, one pass
 
 The pipeline (one Ray Data dataset, streamed):
 
@@ -12,6 +13,10 @@ The pipeline (one Ray Data dataset, streamed):
       -> write_parts              tasks: each writes its rows as one immutable store part (plus a failures
                                   part for images that could not be read); only part names reach the driver
     driver: collects the part names, logs images/s, commits the store once at the end.
+
+Several models (`run_many`: e.g. an off-the-shelf model and the model fine-tuned from it) go through one
+pipeline: each image is decoded once, models with equal frozen prefixes run that prefix once
+(`ImageEmbedder`), and each model's descriptors go to its own store, with its own resume state.
 
 Ids (see `sare_core.data.image_rows`) travel with every row through every step; nothing depends on row order.
 Resume (see `resume`): rerunning the same command skips committed ids and adopts the complete
@@ -30,6 +35,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sare_core.data.image_rows import (
     dataset_root,
@@ -45,7 +51,7 @@ from sare_core.store import PartInfo, StoreMetadata, commit, commit_update
 from .. import ray_session
 from ..model.specs import load_model_spec
 from .config import ExtractConfig
-from .decode import decode_images, write_parts
+from .decode import decode_images, descriptor_column, write_parts_to_stores
 from .plan import ExtractionPlan, estimate_pixel_bytes, plan_resources
 from .resume import count_missing, delete_parts_of_run, inspect_store
 
@@ -116,11 +122,12 @@ class ExtractResult:
         return "\n".join(lines)
 
 
-def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash: str, model_config: ModelConfig,
-                  uri: str, metadata: StoreMetadata, task_id: str, storage_options: dict | None = None,
+def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_refs: list, expected_hashes: list[str],
+                  model_config: ModelConfig, stores: list[dict], task_id: str, storage_options: dict | None = None,
                   mixed_precision: bool = True, channels_last: bool = True, truncate: int | None = None):
-    """The Ray Data pipeline rows -> decode -> embed -> write; iterating it yields `PART_SCHEMA` rows.
-    Layout "driver": rows -> decode only; iterating it yields decoded rows for the driver's model."""
+    """The Ray Data pipeline rows -> decode -> embed -> write; iterating it yields `PART_SCHEMA` rows with a
+    store column (the index into `stores`, see `decode.write_parts_to_stores`).
+    Layout "driver": rows -> decode only; iterating it yields decoded rows for the driver's models."""
     import ray
 
     step = plan.decode_batch_size
@@ -139,15 +146,14 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_ref, expected_hash
     from .embedder import ImageEmbedder
 
     ds = ds.map_batches(
-        ImageEmbedder, fn_constructor_args=(model_ref, expected_hash),
+        ImageEmbedder, fn_constructor_args=(model_refs, expected_hashes),
         fn_constructor_kwargs={"batch_size": plan.batch_size, "use_gpu": plan.use_gpu,
                                "mixed_precision": mixed_precision, "channels_last": channels_last,
                                "threads": plan.threads_per_actor, "truncate": truncate},
         batch_format="pyarrow", batch_size=step, compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
         num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else None, udf_modifying_row_count=False)
     return ds.map_batches(
-        write_parts, fn_kwargs={"uri": uri, "metadata": metadata, "task_id": task_id,
-                                "storage_options": storage_options},
+        write_parts_to_stores, fn_kwargs={"stores": stores, "task_id": task_id, "storage_options": storage_options},
         batch_format="pyarrow", batch_size=plan.rows_per_part,
         compute=ray.data.TaskPoolStrategy(size=plan.write_tasks), num_cpus=plan.write_cpus)
 
@@ -196,34 +202,38 @@ class _Throughput:
         return (self.end or time.perf_counter()) - self.start
 
 
-def _part_infos(written: pa.Table, meter: _Throughput) -> list[PartInfo]:
-    """The parts a `write_parts` call reports (PART_SCHEMA rows), counted by the meter."""
+def _part_infos(written: pa.Table, meter: _Throughput, metered_store: int) -> list[tuple[int, PartInfo]]:
+    """The parts a `write_parts_to_stores` call reports (PART_SCHEMA rows with a store column), as (store
+    index, part); the meter counts the parts of store `metered_store`."""
     parts = []
     for record in written.to_pylist():
+        store = record.pop("store")
         record["rows_by_role_split"] = json.loads(record["rows_by_role_split"])
-        parts.append(PartInfo.from_dict(record))
-        meter.add(parts[-1].kind, parts[-1].num_rows)
+        parts.append((store, PartInfo.from_dict(record)))
+        if store == metered_store:
+            meter.add(parts[-1][1].kind, parts[-1][1].num_rows)
     return parts
 
 
-def _embed_in_driver(ds, model, digest: str, plan: ExtractionPlan, config: ExtractConfig, metadata: StoreMetadata,
-                     run_tag: str, storage_options: dict | None, meter: _Throughput) -> list[PartInfo]:
-    """Layout "driver": the model (already loaded here) embeds the decoded blocks as the decode tasks
-    deliver them, and the driver writes every `rows_per_part` rows as a part."""
+def _embed_in_driver(ds, models: list, digests: list[str], plan: ExtractionPlan, config: ExtractConfig,
+                     stores: list[dict], run_tag: str, storage_options: dict | None, meter: _Throughput,
+                     metered_store: int) -> list[tuple[int, PartInfo]]:
+    """Layout "driver": the models (already loaded here) embed the decoded blocks as the decode tasks
+    deliver them, and the driver writes every `rows_per_part` rows as a part of each store."""
     import torch
 
     from .embedder import ImageEmbedder
 
     threads = torch.get_num_threads()
-    parts: list[PartInfo] = []
+    parts: list[tuple[int, PartInfo]] = []
     pending: list[pa.Table] = []
 
     def flush(tables: list[pa.Table]) -> None:
-        written = write_parts(pa.concat_tables(tables), config.out, metadata, f"{run_tag}-driver", storage_options)
-        parts.extend(_part_infos(written, meter))
+        written = write_parts_to_stores(pa.concat_tables(tables), stores, f"{run_tag}-driver", storage_options)
+        parts.extend(_part_infos(written, meter, metered_store))
 
     try:
-        embedder = ImageEmbedder(model, digest, batch_size=plan.batch_size, use_gpu=plan.use_gpu,
+        embedder = ImageEmbedder(models, digests, batch_size=plan.batch_size, use_gpu=plan.use_gpu,
                                  mixed_precision=config.mixed_precision, channels_last=config.channels_last,
                                  threads=plan.threads_per_actor, truncate=config.truncate)
         buffered = 0
@@ -272,51 +282,26 @@ def store_exists(uri: str, storage_options: dict | None = None) -> bool:
     return True
 
 
-def _execute(config: ExtractConfig, todo: pa.Table, model, digest: str, metadata: StoreMetadata,
-             run_tag: str, storage_options: dict | None) -> tuple[ExtractionPlan, list[PartInfo], _Throughput]:
-    """Run the Ray Data pipeline over `todo`; returns the plan, the parts the workers wrote, the meter."""
-    import ray
+@dataclass
+class _StoreJob:
+    """One store of a run: its config and model, and what the store holds and lacks at the start."""
 
-    started_ray = ray_session.connect(config.ray_address)
-    model_ref = None
-    restore = None
-    new_parts: list[PartInfo] = []
-    try:
-        resources = ray.cluster_resources()
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        plan = plan_resources(config, resources.get("CPU", 1), resources.get("GPU", 0), todo.num_rows,
-                              metadata.dim, estimate_pixel_bytes(model, todo.column("path").to_pylist()),
-                              resources.get("object_store_memory"), nodes=nodes)
-        log.info("extract plan: %s", asdict(plan))
-        from sare_core.models.io import model_payload
-
-        model_ref = ray.put(model_payload(model)) if plan.layout == "actors" else None
-        restore = _set_data_context(plan, config.progress_bars)
-        ds = build_dataset(todo, plan, model_ref, digest, model.config, config.out, metadata, run_tag,
-                           storage_options, config.mixed_precision, config.channels_last, config.truncate)
-        meter = _Throughput(todo.num_rows, config.log_every_s)
-        if plan.layout == "driver":
-            new_parts = _embed_in_driver(ds, model, digest, plan, config, metadata, run_tag, storage_options, meter)
-        else:
-            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
-                new_parts += _part_infos(batch, meter)
-        meter.stop()
-        return plan, new_parts, meter
-    finally:
-        if restore is not None:
-            restore()
-        del model_ref
-        if started_ray:
-            ray.shutdown()
+    config: ExtractConfig
+    model: object  # EmbeddingModel
+    digest: str
+    dim: int
+    rows: pa.Table  # the selected images (ROW_SCHEMA)
+    dataset_name: str
+    metadata: StoreMetadata
+    state: object  # resume.StoreState
+    todo: pa.Table  # the selected images the store neither holds nor adopts
+    already: int
+    adopted: int
 
 
-def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractResult:
-    """Extract the selected images of `config.dataset` with `config.model` into the store `config.out`.
-
-    Fails before any work (ValueError / FileNotFoundError naming the field) on a bad input, or when the
-    store at `out` was made by another model or for another dataset. storage_options: for an s3:// store
-    outside the usual AWS environment (never logged or recorded).
-    """
+def _prepare(config: ExtractConfig, storage_options: dict | None) -> _StoreJob:
+    """Load the model, select the images and inspect the store (adopting an interrupted run's parts);
+    ValueError / FileNotFoundError naming the field on a bad input or a store of another model/dataset."""
     started = time.perf_counter()
     config.check_inputs()
     from sare_core.models.io import model_hash
@@ -346,40 +331,164 @@ def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractRe
     log.info("extract %s: %d images selected, %d already committed, %d adopted, %d to extract; model %s "
              "(%d dims) -> %s (prepared in %.1f s)", dataset_name, rows.num_rows, already, adopted, todo.num_rows,
              digest, dim, config.out, time.perf_counter() - started)
+    return _StoreJob(config, model, digest, dim, rows, dataset_name, metadata, state, todo, already, adopted)
 
+
+SHARED_BY_STORES = tuple(name for name in ExtractConfig.model_fields if name not in ("model", "out", "seed"))
+
+
+def check_together(configs: list[ExtractConfig]) -> None:
+    """ValueError unless the configs can run as one several-model extraction: every setting equal but
+    model, out and seed, and every out distinct."""
+    if not configs:
+        raise ValueError("no extraction to run")
+    first = configs[0]
+    for i, config in enumerate(configs[1:], start=1):
+        for name in SHARED_BY_STORES:
+            if getattr(config, name) != getattr(first, name):
+                raise ValueError(f"{name}: extraction {i} has {getattr(config, name)!r}, extraction 0 has "
+                                 f"{getattr(first, name)!r}; models extracted together share every setting "
+                                 f"but model, out and seed")
+    outs = [config.out.rstrip("/") for config in configs]
+    for i, out in enumerate(outs):
+        if out in outs[:i]:
+            raise ValueError(f"out: {configs[i].out} is given to two models")
+
+
+def _execute(jobs: list[_StoreJob], todo: pa.Table, stores: list[dict], run_tag: str,
+             storage_options: dict | None) -> tuple[ExtractionPlan, list[tuple[int, PartInfo]], _Throughput]:
+    """Run the Ray Data pipeline over `todo` for every job's model; returns the plan, the parts the workers
+    wrote (store index, part) and the meter (which counts the parts of the store with the most to do)."""
+    import ray
+
+    config = jobs[0].config  # every setting but model/out/seed is the same for all (check_together)
+    started_ray = ray_session.connect(config.ray_address)
+    model_refs: list = []
+    restore = None
+    try:
+        resources = ray.cluster_resources()
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        plan = plan_resources(config, resources.get("CPU", 1), resources.get("GPU", 0), todo.num_rows,
+                              max(job.dim for job in jobs),
+                              estimate_pixel_bytes(jobs[0].model, todo.column("path").to_pylist()),
+                              resources.get("object_store_memory"), nodes=nodes)
+        log.info("extract plan: %s", asdict(plan))
+        from sare_core.models.io import model_payload
+
+        if plan.layout == "actors":
+            model_refs = [ray.put(model_payload(job.model)) for job in jobs]
+        restore = _set_data_context(plan, config.progress_bars)
+        digests = [job.digest for job in jobs]
+        ds = build_dataset(todo, plan, model_refs, digests, jobs[0].model.config, stores, run_tag,
+                           storage_options, config.mixed_precision, config.channels_last, config.truncate)
+        metered = max(range(len(jobs)), key=lambda i: jobs[i].todo.num_rows)
+        meter = _Throughput(jobs[metered].todo.num_rows, config.log_every_s)
+        if plan.layout == "driver":
+            new_parts = _embed_in_driver(ds, [job.model for job in jobs], digests, plan, config, stores, run_tag,
+                                         storage_options, meter, metered)
+        else:
+            new_parts = []
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+                new_parts += _part_infos(batch, meter, metered)
+        meter.stop()
+        return plan, new_parts, meter
+    finally:
+        if restore is not None:
+            restore()
+        del model_refs
+        if started_ray:
+            ray.shutdown()
+
+
+def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractResult:
+    """Extract the selected images of `config.dataset` with `config.model` into the store `config.out`.
+
+    Fails before any work (ValueError / FileNotFoundError naming the field) on a bad input, or when the
+    store at `out` was made by another model or for another dataset. storage_options: for an s3:// store
+    outside the usual AWS environment (never logged or recorded).
+    """
+    return run_many([config], storage_options)[0]
+
+
+def run_many(configs: list[ExtractConfig], storage_options: dict | None = None) -> list[ExtractResult]:
+    """`run` for several models over the same images: configs equal but for model, out and seed
+    (`check_together`); results in the order of `configs`.
+
+    Models that resize and normalise images alike go through one pipeline: each image is decoded once and
+    models with equal frozen prefixes run that prefix once (`ImageEmbedder`); other models get a pipeline
+    of their own. Every store gets its own descriptors, resume state, commit and result, and is given
+    exactly the images it lacks, whatever the others hold.
+    """
+    started = time.perf_counter()
+    check_together(configs)
+    jobs = [_prepare(config, storage_options) for config in configs]
+    alike: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        alike.setdefault(repr(job.model.preprocessor), []).append(i)
+    results: list[ExtractResult | None] = [None] * len(jobs)
+    for members in alike.values():
+        for i, result in zip(members, _run_together([jobs[i] for i in members], storage_options, started)):
+            results[i] = result
+    return results
+
+
+def _run_together(jobs: list[_StoreJob], storage_options: dict | None, started: float) -> list[ExtractResult]:
+    """One pipeline for jobs whose models share their preprocessing: over the images any store lacks, each
+    store keeping only the rows it lacks; then each store's commit and result."""
+    lacking = [set(job.todo.column("id").to_pylist()) for job in jobs]
+    union = set().union(*lacking)
+    if len(jobs) == 1:
+        todo = jobs[0].todo
+    else:
+        rows = jobs[0].rows  # the same selection for every job (check_together)
+        todo = rows.filter(pc.is_in(rows.column("id"), pa.array(sorted(union), pa.string())))
+    stores = [{"uri": job.config.out, "metadata": job.metadata, "column": descriptor_column(i),
+               "exclude_ids": frozenset(union - lacking[i]) or None} for i, job in enumerate(jobs)]
     run_tag = f"x{uuid.uuid4().hex[:10]}"
-    new_parts: list[PartInfo] = []
-    meter = _Throughput(todo.num_rows, config.log_every_s)
-    plan = None
+    new_parts: list[tuple[int, PartInfo]] = []
+    plan = meter = None
     pipeline_seconds = 0.0
     if todo.num_rows:
-        plan, new_parts, meter = _execute(config, todo, model, digest, metadata, run_tag, storage_options)
+        plan, new_parts, meter = _execute(jobs, todo, stores, run_tag, storage_options)
         pipeline_seconds = meter.seconds
-        log.info("extract: %d/%d images (%d failed) in %.1f s, %.1f images/s", meter.rows + meter.failed,
-                 meter.total, meter.failed, pipeline_seconds,
-                 (meter.rows + meter.failed) / max(pipeline_seconds, 1e-9))
-        computed = meter.rows + meter.failed
-        if computed != todo.num_rows:
-            raise RuntimeError(f"the pipeline returned {computed} rows for {todo.num_rows} images; nothing "
-                               f"committed (rerun to resume)")
+        log.info("extract: %d images through %d model(s) in %.1f s, %.1f images/s", todo.num_rows, len(jobs),
+                 pipeline_seconds, todo.num_rows / max(pipeline_seconds, 1e-9))
+    results = []
+    for i, job in enumerate(jobs):
+        parts = [part for store, part in new_parts if store == i]
+        extracted = sum(part.num_rows for part in parts if part.kind == "descriptors")
+        failed = sum(part.num_rows for part in parts if part.kind != "descriptors")
+        if extracted + failed != job.todo.num_rows:
+            raise RuntimeError(f"{job.config.out}: the pipeline returned {extracted + failed} rows for "
+                               f"{job.todo.num_rows} images; nothing committed (rerun to resume)")
+        steady = meter.steady_images_per_s if meter is not None else None
+        results.append(_commit(job, parts, extracted, failed, plan, pipeline_seconds, steady, run_tag,
+                               storage_options, started))
+    return results
 
+
+def _commit(job: _StoreJob, new_parts: list[PartInfo], extracted: int, failed: int, plan: ExtractionPlan | None,
+            pipeline_seconds: float, steady_images_per_s: float | None, run_tag: str, storage_options: dict | None,
+            started: float) -> ExtractResult:
+    """Commit a job's new and adopted parts, check that every selected id is stored once, and report."""
+    config, state, rows = job.config, job.state, job.rows
     committing = time.perf_counter()
     version = state.version
     to_commit = state.adopted + new_parts
-    run_provenance = {"run": run_tag, "extracted": meter.rows, "failed": meter.failed, "adopted": adopted,
+    run_provenance = {"run": run_tag, "extracted": extracted, "failed": failed, "adopted": job.adopted,
                       "plan": asdict(plan) if plan else None}
     if to_commit:
         if state.committed:
             manifest = commit_update(config.out, to_commit, expected_version=state.version,
                                      storage_options=storage_options, provenance=run_provenance)
         else:
-            manifest = commit(config.out, to_commit, metadata, storage_options=storage_options,
+            manifest = commit(config.out, to_commit, job.metadata, storage_options=storage_options,
                               provenance=run_provenance)
         version = manifest.version
         delete_parts_of_run(config.out, run_tag, storage_options)
     elif not state.committed:
         # Nothing selected at all: still leave an (empty) committed store behind.
-        version = commit(config.out, [], metadata, storage_options=storage_options,
+        version = commit(config.out, [], job.metadata, storage_options=storage_options,
                          provenance=run_provenance).version
     check = count_missing(rows.column("id"), config.out, storage_options)
     if check["missing"] or check["in_both"]:
@@ -388,14 +497,14 @@ def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractRe
     failures_in_selection = _failures_in(rows, config.out, storage_options)
     log.info("extract: committed and checked in %.1f s", time.perf_counter() - committing)
     result = ExtractResult(
-        uri=config.out, dataset_name=dataset_name, model_hash=digest, dim=dim, total=rows.num_rows,
-        already_done=already, adopted=adopted, extracted=meter.rows, failed=meter.failed,
+        uri=config.out, dataset_name=job.dataset_name, model_hash=job.digest, dim=job.dim, total=rows.num_rows,
+        already_done=job.already, adopted=job.adopted, extracted=extracted, failed=failed,
         rows=rows.num_rows - failures_in_selection, failures=failures_in_selection,
         max_failure_fraction=config.max_failure_fraction, version=version, seconds=time.perf_counter() - started,
         pipeline_seconds=pipeline_seconds,
-        images_per_s=(meter.rows + meter.failed) / pipeline_seconds if pipeline_seconds else 0.0,
+        images_per_s=(extracted + failed) / pipeline_seconds if pipeline_seconds else 0.0,
         parts_written=len(new_parts), deleted_parts=state.deleted, plan=asdict(plan) if plan else {},
-        steady_images_per_s=meter.steady_images_per_s)
+        steady_images_per_s=steady_images_per_s)
     log.info("extract done: %s version %d, %d descriptors and %d failures for %d images (%.1f s)", result.uri,
              result.version, result.rows, result.failures, result.total, result.seconds)
     return result
@@ -403,7 +512,6 @@ def run(config: ExtractConfig, storage_options: dict | None = None) -> ExtractRe
 
 def _failures_in(rows: pa.Table, uri: str, storage_options: dict | None) -> int:
     """How many of `rows` the store's failures table lists."""
-    import pyarrow.compute as pc
 
     from sare_core.store import open_store
 

@@ -59,7 +59,8 @@ def test_demo_end_to_end_on_the_tiny_city(tmp_path, ray_local, capsys, caplog):
     # A store the demo made with another model is replaced, not refused (e.g. a longer run selected
     # another epoch): here the trained store is refilled with the off-the-shelf model.
     off_model = str(out / "runs/demo/off_the_shelf_model.pt")
-    demo._extract(config, str(out / "city/manifest.parquet"), off_model, str(out / "stores/trained"), "test")
+    demo._extract(config, str(out / "city/manifest.parquet"), {"trained": off_model},
+                  {"trained": str(out / "stores/trained")}, "test")
     assert open_store(str(out / "stores/trained")).metadata.model_hash == model_hash(load_model(off_model))
 
     # Same settings: the city is reused and the finished run resumes without training again.

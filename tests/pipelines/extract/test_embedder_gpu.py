@@ -31,3 +31,23 @@ def test_autocast_channels_last_equals_float32(backbone, toy_street_images):
     assert np.abs(fast - exact).max() < MAX_ABS_DIFFERENCE
     assert (fast * exact).sum(1).min() > MIN_COSINE
     np.testing.assert_allclose(exact, cpu, atol=1e-4)  # float32 on the GPU is the CPU's result
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mixed_precision", [True, False])
+def test_a_shared_frozen_prefix_on_the_gpu_gives_each_models_descriptors(mixed_precision, toy_street_images):
+    torch.manual_seed(0)
+    base = build_model(ModelConfig(backbone="efficientnet_lite0", weights="imagenet", num_clusters=16,
+                                   whitening_dim=None, image_size=(240, 320), train_from="blocks4")).eval()
+    tuned = build_model(base.config).eval()
+    tuned.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        for param in tuned.trainable_parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    pixels = np.stack([base.preprocessor.to_uint8(load_rgb(str(p))) for p in toy_street_images[:8]])
+    options = {"use_gpu": True, "mixed_precision": mixed_precision, "channels_last": True}
+    together = ImageEmbedder([base, tuned], **options)
+    assert together.groups == [[0, 1]]
+    got = together.embed_all(pixels)
+    for model, have in zip((base, tuned), got):
+        np.testing.assert_allclose(have, ImageEmbedder(model, **options).embed(pixels), atol=1e-5)

@@ -130,12 +130,13 @@ def test_decoding_runs_in_its_own_cpu_tasks(ray_local, city, tmp_path, capsys):
     config = ExtractConfig(dataset="d", model="m", out=str(tmp_path), layout="actors")
     plan = plan_resources(config, 2, 0, rows.num_rows, model.descriptor_dim, 96 * 72 * 3)
     metadata = StoreMetadata(dim=model.descriptor_dim)
-    ds = build_dataset(rows, plan, ray_local.put({}), "hash", model.config, str(tmp_path), metadata, "t")
+    stores = [{"uri": str(tmp_path), "metadata": metadata, "column": "descriptor"}]
+    ds = build_dataset(rows, plan, [ray_local.put({})], ["hash"], model.config, stores, "t")
     ds.explain()
     physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
     assert "TaskPoolMapOperator[MapBatches(decode_images)]" in physical
     assert "ActorPoolMapOperator[MapBatches(ImageEmbedder)]" in physical
-    assert "TaskPoolMapOperator[MapBatches(write_parts)]" in physical
+    assert "TaskPoolMapOperator[MapBatches(write_parts_to_stores)]" in physical
 
 
 @pytest.fixture(scope="module")

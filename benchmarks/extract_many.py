@@ -1,0 +1,123 @@
+"""Two models over one image set: one extraction per model (`run` twice) against one extraction for both
+(`run_many`: each image decoded once, the frozen prefix the models share run once).
+
+The models are a finished demo's off-the-shelf and trained models (configs/demo.yaml: EfficientNet-Lite0 cut
+at blocks6, trained from blocks4, NetVLAD 16, 120x160), which share everything before blocks4; the images
+are that demo's test area (3,000 database images and 400 queries), the demo's own extraction stage. The
+two ways alternate (--rounds, the order reversed every other round) on one local Ray instance started
+beforehand, workers at niceness 0. Per way: wall seconds and CPU seconds of this process and every process
+it started (`extract_throughput.CpuMeter`); their ratios (together / separate) per round and the median.
+The stores of both ways must hold the same descriptors to the bit; the largest difference is recorded.
+
+    .venv/bin/python benchmarks/extract_many.py --demo-dir runs/demo_seeds/default/seed0 --rounds 3
+
+Results: results/extract_many.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+from extract_throughput import CpuMeter, max_difference  # noqa: E402
+
+from pipelines.extract.config import ExtractConfig  # noqa: E402
+from pipelines.extract.pipeline import run, run_many  # noqa: E402
+from sare_core.models.io import load_model  # noqa: E402
+from sare_core.models.shared_prefix import frozen_prefix_digest  # noqa: E402
+
+MODELS = {"off_the_shelf": "runs/demo/off_the_shelf_model.pt", "trained": "runs/demo/model.pt"}
+
+
+def configs(manifest: str, models: dict[str, str], folder: str, split: str) -> list[ExtractConfig]:
+    return [ExtractConfig(dataset=manifest, model=path, out=os.path.join(folder, name), splits=[split],
+                          progress_bars=False) for name, path in models.items()]
+
+
+def timed(way: str, manifest: str, models: dict[str, str], folder: str, split: str) -> dict:
+    """Extract with both models one way into new stores under `folder`; wall and CPU seconds."""
+    todo = configs(manifest, models, folder, split)
+    with CpuMeter() as cpu:
+        start = time.perf_counter()
+        results = run_many(todo) if way == "together" else [run(config) for config in todo]
+        wall = time.perf_counter() - start
+    return {"wall_s": wall, "cpu_s": cpu.seconds, "images": results[0].total, "layout": results[0].plan["layout"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demo-dir", default="runs/demo", help="a finished `sare demo` out_dir")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(REPO, "results", "extract_many.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import ray
+    import torch
+
+    manifest = os.path.join(args.demo_dir, "city", "manifest.parquet")
+    models = {name: os.path.join(args.demo_dir, path) for name, path in MODELS.items()}
+    for path in (manifest, *models.values()):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--demo-dir: {path} is missing (run `sare demo` with that out_dir first)")
+    digests = {name: frozen_prefix_digest(load_model(path)) for name, path in models.items()}
+    work = tempfile.mkdtemp(prefix="extract_many_")
+    os.environ["RAY_worker_niceness"] = "0"  # as the driver, so that other load does not decide the ratio
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    rounds = []
+    try:
+        warm = os.path.join(work, "warm")  # worker processes started and libraries loaded before timing
+        run_many(configs(manifest, models, warm, args.split))
+        shutil.rmtree(warm)
+        for r in range(args.rounds):
+            order = ("separate", "together") if r % 2 == 0 else ("together", "separate")
+            row = {way: timed(way, manifest, models, os.path.join(work, f"{r}-{way}"), args.split) for way in order}
+            row["order"] = list(order)
+            row["wall_ratio"] = row["together"]["wall_s"] / row["separate"]["wall_s"]
+            row["cpu_ratio"] = row["together"]["cpu_s"] / row["separate"]["cpu_s"]
+            row["max_abs_difference"] = max(max_difference(os.path.join(work, f"{r}-separate", name),
+                                                           os.path.join(work, f"{r}-together", name))
+                                            for name in models)
+            rounds.append(row)
+            print(f"round {r}: separate {row['separate']['wall_s']:.1f} s wall / {row['separate']['cpu_s']:.1f} "
+                  f"CPU-s, together {row['together']['wall_s']:.1f} / {row['together']['cpu_s']:.1f}: ratio "
+                  f"{row['wall_ratio']:.3f} wall, {row['cpu_ratio']:.3f} CPU; max |diff| {row['max_abs_difference']}",
+                  flush=True)
+            for way in order:
+                shutil.rmtree(os.path.join(work, f"{r}-{way}"))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    record = {
+        "command": "python benchmarks/extract_many.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "models": models, "frozen_prefix_digests": digests, "shared_prefix": len(set(digests.values())) == 1,
+        "manifest": manifest, "split": args.split, "rounds": rounds,
+        "median_wall_ratio": statistics.median(r["wall_ratio"] for r in rounds),
+        "median_cpu_ratio": statistics.median(r["cpu_ratio"] for r in rounds),
+        "max_abs_difference": max(r["max_abs_difference"] for r in rounds),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                    "ray": ray.__version__, "load_avg_at_end": os.getloadavg()},
+        "written": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"median together / separate: wall {record['median_wall_ratio']:.3f}, CPU {record['median_cpu_ratio']:.3f}; "
+          f"descriptors differ by at most {record['max_abs_difference']}; {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

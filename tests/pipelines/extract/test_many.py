@@ -1,0 +1,132 @@
+"""Several models in one extraction (`run_many`): the same stores as one extraction per model, the shared
+frozen prefix run once per batch, each store given only what it lacks, and mismatched settings refused."""
+
+import copy
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from pipelines.extract.config import ExtractConfig
+from pipelines.extract.embedder import ImageEmbedder
+from pipelines.extract.pipeline import run, run_many
+from sare_core.data import PlaceDataset, write_manifest
+from sare_core.models import ModelConfig, build_model, save_model
+from sare_core.models.images import load_rgb, resized_uint8
+from sare_core.store import open_store
+
+
+def tiny_model(seed, max_side=96):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(backbone="tiny", num_clusters=8, max_side=max_side, train_from="conv3"))
+
+
+def fine_tuned(model):
+    tuned = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in tuned.trainable_parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return tuned
+
+
+@pytest.fixture(scope="module")
+def toy_dataset(tmp_path_factory, toy_street_images):
+    root = tmp_path_factory.mktemp("toy")
+    db, q = [], []
+    for path in toy_street_images:
+        target = root / path.parent.name / path.name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(path, target)
+        (db if path.parent.name == "database" else q).append(str(target))
+    dataset = PlaceDataset(name="toy", db_paths=db, q_paths=q,
+                           db_utm=np.column_stack([np.arange(len(db)) * 10.0, np.zeros(len(db))]),
+                           q_utm=np.column_stack([np.arange(len(q)) * 10.0 + 3, np.ones(len(q))]), split="test")
+    return write_manifest(str(root / "manifest.parquet"), dataset)
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """base, base fine-tuned (same frozen prefix), another seed (own prefix), base at another image size."""
+    folder = tmp_path_factory.mktemp("models")
+    base = tiny_model(0)
+    models = {"base": base, "tuned": fine_tuned(base), "other": tiny_model(1), "smaller": tiny_model(0, max_side=64)}
+    paths = {}
+    for name, model in models.items():
+        paths[name] = str(folder / f"{name}.pt")
+        save_model(paths[name], model)
+    return paths
+
+
+def config(dataset, model, out, **fields):
+    return ExtractConfig(dataset=dataset, model=model, out=str(out), batch_size=4, decode_batch_size=5,
+                         rows_per_part=7, progress_bars=False, **fields)
+
+
+def descriptors_by_id(uri):
+    batch = open_store(uri).read()
+    assert len(set(batch.ids)) == len(batch.ids)  # every id once
+    return dict(zip(batch.ids, batch.descriptors))
+
+
+def test_the_shared_prefix_runs_once_per_batch_and_changes_no_bit(toy_street_images):
+    base = tiny_model(0)
+    models = [base, fine_tuned(base), tiny_model(1)]
+    pixels = np.stack([resized_uint8(load_rgb(str(p)), (48, 64), None) for p in toy_street_images[:6]])
+    alone = [ImageEmbedder(m).embed(pixels) for m in models]
+    calls = []
+    together = ImageEmbedder(models)
+    for m in together.models:
+        m.backbone.frozen.register_forward_hook(lambda module, args, out: calls.append(id(module)))
+    got = together.embed_all(pixels)
+    assert together.groups == [[0, 1], [2]]
+    assert len(calls) == 2  # one prefix pass for base and tuned, one for other
+    for want, have in zip(alone, got):
+        np.testing.assert_array_equal(have, want)
+    rows = pa.table({"id": ["a"], "path": ["a.jpg"], "role": ["database"], "split": ["test"], "utm_east": [0.0],
+                     "utm_north": [0.0], "label": [-1], "pixels": [pixels[0].tobytes()], "height": [48],
+                     "width": [64], "error": [""]})
+    out = together(rows)
+    assert [c for c in out.column_names if c.startswith("descriptor")] == ["descriptor", "descriptor_1",
+                                                                           "descriptor_2"]
+    one = ImageEmbedder(models[2]).embed(pixels[:1])[0]  # a batch of one, as the row was embedded
+    np.testing.assert_array_equal(np.asarray(out.column("descriptor_2")[0].as_py(), np.float32), one)
+
+
+@pytest.mark.parametrize("layout", ["driver", "actors"])
+def test_several_models_make_the_stores_one_run_per_model_makes(ray_local, toy_dataset, model_files, tmp_path,
+                                                                layout):
+    names = ["base", "tuned", "other", "smaller"]
+    results = run_many([config(toy_dataset, model_files[n], tmp_path / "many" / n, layout=layout) for n in names])
+    assert [r.uri for r in results] == [str(tmp_path / "many" / n) for n in names]
+    for name, result in zip(names, results):
+        alone = run(config(toy_dataset, model_files[name], tmp_path / "alone" / name, layout=layout))
+        assert (result.extracted, result.rows, result.failures, result.model_hash) == (22, 22, 0, alone.model_hash)
+        want = descriptors_by_id(alone.uri)
+        have = descriptors_by_id(result.uri)
+        assert sorted(have) == sorted(want)
+        for image_id, descriptor in want.items():
+            np.testing.assert_array_equal(have[image_id], descriptor)
+
+
+def test_each_store_gets_only_what_it_lacks(ray_local, toy_dataset, model_files, tmp_path):
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    run(config(toy_dataset, model_files["base"], base))
+    run(config(toy_dataset, model_files["tuned"], tuned, roles=["query"]))
+    before = open_store(str(base)).manifest.version
+    results = run_many([config(toy_dataset, model_files["base"], base),
+                        config(toy_dataset, model_files["tuned"], tuned)])
+    assert (results[0].extracted, results[0].already_done, results[0].version) == (0, 22, before)
+    assert (results[1].extracted, results[1].already_done, results[1].rows) == (17, 5, 22)  # the 17 database images
+    assert len(descriptors_by_id(str(tuned))) == 22
+
+
+def test_settings_that_differ_and_a_store_given_twice_are_refused(toy_dataset, model_files, tmp_path):
+    with pytest.raises(ValueError, match="batch_size: extraction 1 has 8"):
+        run_many([config(toy_dataset, model_files["base"], tmp_path / "a"),
+                  config(toy_dataset, model_files["tuned"], tmp_path / "b").model_copy(update={"batch_size": 8})])
+    with pytest.raises(ValueError, match="is given to two models"):
+        run_many([config(toy_dataset, model_files["base"], tmp_path / "a"),
+                  config(toy_dataset, model_files["tuned"], tmp_path / "a")])
+    assert not (tmp_path / "a").exists()

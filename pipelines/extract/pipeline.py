@@ -417,7 +417,8 @@ def run_many(configs: list[ExtractConfig], storage_options: dict | None = None) 
     Models that resize and normalise images alike go through one pipeline: each image is decoded once and
     models with equal frozen prefixes run that prefix once (`ImageEmbedder`); other models get a pipeline
     of their own. Every store gets its own descriptors, resume state, commit and result, and is given
-    exactly the images it lacks, whatever the others hold.
+    exactly the images it lacks, whatever the others hold; the model of a store that lacks nothing does not
+    run.
     """
     started = time.perf_counter()
     check_together(configs)
@@ -433,37 +434,41 @@ def run_many(configs: list[ExtractConfig], storage_options: dict | None = None) 
 
 
 def _run_together(jobs: list[_StoreJob], storage_options: dict | None, started: float) -> list[ExtractResult]:
-    """One pipeline for jobs whose models share their preprocessing: over the images any store lacks, each
-    store keeping only the rows it lacks; then each store's commit and result."""
-    lacking = [set(job.todo.column("id").to_pylist()) for job in jobs]
-    union = set().union(*lacking)
-    if len(jobs) == 1:
-        todo = jobs[0].todo
+    """One pipeline for jobs whose models share their preprocessing: over the images any store lacks, with
+    the models of the stores that lack any (each store keeping only the rows it lacks); then each store's
+    commit and result."""
+    active = [i for i, job in enumerate(jobs) if job.todo.num_rows]
+    lacking = {i: set(jobs[i].todo.column("id").to_pylist()) for i in active}
+    union = set().union(*lacking.values())
+    if len(active) <= 1:
+        todo = jobs[active[0]].todo if active else jobs[0].todo
     else:
         rows = jobs[0].rows  # the same selection for every job (check_together)
         todo = rows.filter(pc.is_in(rows.column("id"), pa.array(sorted(union), pa.string())))
-    stores = [{"uri": job.config.out, "metadata": job.metadata, "column": descriptor_column(i),
-               "exclude_ids": frozenset(union - lacking[i]) or None} for i, job in enumerate(jobs)]
+    stores = [{"uri": jobs[i].config.out, "metadata": jobs[i].metadata, "column": descriptor_column(k),
+               "exclude_ids": frozenset(union - lacking[i]) or None} for k, i in enumerate(active)]
     run_tag = f"x{uuid.uuid4().hex[:10]}"
-    new_parts: list[tuple[int, PartInfo]] = []
+    new_parts: dict[int, list[PartInfo]] = {i: [] for i in range(len(jobs))}
     plan = meter = None
     pipeline_seconds = 0.0
     if todo.num_rows:
-        plan, new_parts, meter = _execute(jobs, todo, stores, run_tag, storage_options)
+        plan, written, meter = _execute([jobs[i] for i in active], todo, stores, run_tag, storage_options)
+        for k, part in written:
+            new_parts[active[k]].append(part)
         pipeline_seconds = meter.seconds
-        log.info("extract: %d images through %d model(s) in %.1f s, %.1f images/s", todo.num_rows, len(jobs),
+        log.info("extract: %d images through %d model(s) in %.1f s, %.1f images/s", todo.num_rows, len(active),
                  pipeline_seconds, todo.num_rows / max(pipeline_seconds, 1e-9))
     results = []
     for i, job in enumerate(jobs):
-        parts = [part for store, part in new_parts if store == i]
+        parts = new_parts[i]
         extracted = sum(part.num_rows for part in parts if part.kind == "descriptors")
         failed = sum(part.num_rows for part in parts if part.kind != "descriptors")
         if extracted + failed != job.todo.num_rows:
             raise RuntimeError(f"{job.config.out}: the pipeline returned {extracted + failed} rows for "
                                f"{job.todo.num_rows} images; nothing committed (rerun to resume)")
-        steady = meter.steady_images_per_s if meter is not None else None
-        results.append(_commit(job, parts, extracted, failed, plan, pipeline_seconds, steady, run_tag,
-                               storage_options, started))
+        steady = meter.steady_images_per_s if meter is not None and parts else None
+        results.append(_commit(job, parts, extracted, failed, plan if parts else None,
+                               pipeline_seconds if parts else 0.0, steady, run_tag, storage_options, started))
     return results
 
 

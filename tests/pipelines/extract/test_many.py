@@ -118,6 +118,7 @@ def test_each_store_gets_only_what_it_lacks(ray_local, toy_dataset, model_files,
     results = run_many([config(toy_dataset, model_files["base"], base),
                         config(toy_dataset, model_files["tuned"], tuned)])
     assert (results[0].extracted, results[0].already_done, results[0].version) == (0, 22, before)
+    assert results[0].plan == {} and results[1].plan["layout"] == "driver"  # the complete store's model never ran
     assert (results[1].extracted, results[1].already_done, results[1].rows) == (17, 5, 22)  # the 17 database images
     assert len(descriptors_by_id(str(tuned))) == 22
 

@@ -47,7 +47,9 @@ def test_a_winner_is_the_base_with_its_sweeps_best_values(path):
 
 
 def test_the_variant_configs_are_found():
-    assert [p.name for p in VARIANTS] == ["nordland_sare_joint_gaussian_clip7_lr4e-3.yaml"]
+    assert [p.name for p in VARIANTS] == ["nordland_sare_joint_gaussian_clip7_lr4e-3.yaml",
+                                          "nordland_sare_joint_gaussian_clip7_lr4e-3_ep10.yaml",
+                                          "nordland_triplet_ep10.yaml"]
 
 
 @pytest.mark.parametrize("path", VARIANTS, ids=lambda p: p.stem)

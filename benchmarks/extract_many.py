@@ -1,12 +1,13 @@
 """Two models over one image set: one extraction per model (`run` twice) against one extraction for both
-(`run_many`: each image decoded once, the frozen prefix the models share run once).
+(`run_many`: each image decoded once, the frozen prefix the models share run once), the latter also with
+the actor layout forced (the automatic plan takes the driver layout for this job size).
 
 The models are a finished demo's off-the-shelf and trained models (configs/demo.yaml: EfficientNet-Lite0 cut
 at blocks6, trained from blocks4, NetVLAD 16, 120x160), which share everything before blocks4; the images
 are that demo's test area (3,000 database images and 400 queries), the demo's own extraction stage. The
-two ways alternate (--rounds, the order reversed every other round) on one local Ray instance started
+three ways alternate (--rounds, the order reversed every other round) on one local Ray instance started
 beforehand, workers at niceness 0. Per way: wall seconds and CPU seconds of this process and every process
-it started (`extract_throughput.CpuMeter`); their ratios (together / separate) per round and the median.
+it started (`extract_throughput.CpuMeter`); their ratios to `separate` per round and the median.
 The stores of both ways must hold the same descriptors to the bit; the largest difference is recorded.
 
     .venv/bin/python benchmarks/extract_many.py --demo-dir runs/demo_seeds/default/seed0 --rounds 3
@@ -41,17 +42,20 @@ from sare_core.models.shared_prefix import frozen_prefix_digest  # noqa: E402
 MODELS = {"off_the_shelf": "runs/demo/off_the_shelf_model.pt", "trained": "runs/demo/model.pt"}
 
 
-def configs(manifest: str, models: dict[str, str], folder: str, split: str) -> list[ExtractConfig]:
+WAYS = {"separate": "auto", "together": "auto", "together_actors": "actors"}  # way -> layout
+
+
+def configs(manifest: str, models: dict[str, str], folder: str, split: str, layout: str = "auto") -> list[ExtractConfig]:
     return [ExtractConfig(dataset=manifest, model=path, out=os.path.join(folder, name), splits=[split],
-                          progress_bars=False) for name, path in models.items()]
+                          progress_bars=False, layout=layout) for name, path in models.items()]
 
 
 def timed(way: str, manifest: str, models: dict[str, str], folder: str, split: str) -> dict:
     """Extract with both models one way into new stores under `folder`; wall and CPU seconds."""
-    todo = configs(manifest, models, folder, split)
+    todo = configs(manifest, models, folder, split, WAYS[way])
     with CpuMeter() as cpu:
         start = time.perf_counter()
-        results = run_many(todo) if way == "together" else [run(config) for config in todo]
+        results = [run(config) for config in todo] if way == "separate" else run_many(todo)
         wall = time.perf_counter() - start
     return {"wall_s": wall, "cpu_s": cpu.seconds, "images": results[0].total, "layout": results[0].plan["layout"]}
 
@@ -82,19 +86,21 @@ def main(argv: list[str] | None = None) -> int:
         run_many(configs(manifest, models, warm, args.split))
         shutil.rmtree(warm)
         for r in range(args.rounds):
-            order = ("separate", "together") if r % 2 == 0 else ("together", "separate")
+            order = tuple(WAYS) if r % 2 == 0 else tuple(WAYS)[::-1]
             row = {way: timed(way, manifest, models, os.path.join(work, f"{r}-{way}"), args.split) for way in order}
             row["order"] = list(order)
-            row["wall_ratio"] = row["together"]["wall_s"] / row["separate"]["wall_s"]
-            row["cpu_ratio"] = row["together"]["cpu_s"] / row["separate"]["cpu_s"]
+            for way in WAYS:
+                if way == "separate":
+                    continue
+                row[f"{way}_wall_ratio"] = row[way]["wall_s"] / row["separate"]["wall_s"]
+                row[f"{way}_cpu_ratio"] = row[way]["cpu_s"] / row["separate"]["cpu_s"]
             row["max_abs_difference"] = max(max_difference(os.path.join(work, f"{r}-separate", name),
                                                            os.path.join(work, f"{r}-together", name))
                                             for name in models)
             rounds.append(row)
-            print(f"round {r}: separate {row['separate']['wall_s']:.1f} s wall / {row['separate']['cpu_s']:.1f} "
-                  f"CPU-s, together {row['together']['wall_s']:.1f} / {row['together']['cpu_s']:.1f}: ratio "
-                  f"{row['wall_ratio']:.3f} wall, {row['cpu_ratio']:.3f} CPU; max |diff| {row['max_abs_difference']}",
-                  flush=True)
+            print(f"round {r}: " + ", ".join(f"{way} {row[way]['wall_s']:.1f} s wall / {row[way]['cpu_s']:.1f} CPU-s "
+                                             f"({row[way]['layout']})" for way in WAYS)
+                  + f"; max |diff| separate vs together {row['max_abs_difference']}", flush=True)
             for way in order:
                 shutil.rmtree(os.path.join(work, f"{r}-{way}"))
     finally:
@@ -104,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/extract_many.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "models": models, "frozen_prefix_digests": digests, "shared_prefix": len(set(digests.values())) == 1,
         "manifest": manifest, "split": args.split, "rounds": rounds,
-        "median_wall_ratio": statistics.median(r["wall_ratio"] for r in rounds),
-        "median_cpu_ratio": statistics.median(r["cpu_ratio"] for r in rounds),
+        **{f"median_{way}_{kind}_ratio": statistics.median(r[f"{way}_{kind}_ratio"] for r in rounds)
+           for way in WAYS if way != "separate" for kind in ("wall", "cpu")},
         "max_abs_difference": max(r["max_abs_difference"] for r in rounds),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "ray": ray.__version__, "load_avg_at_end": os.getloadavg()},
@@ -114,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(record, f, indent=1)
-    print(f"median together / separate: wall {record['median_wall_ratio']:.3f}, CPU {record['median_cpu_ratio']:.3f}; "
-          f"descriptors differ by at most {record['max_abs_difference']}; {args.out}")
+    print("median against separate: " + ", ".join(
+        f"{way} wall {record[f'median_{way}_wall_ratio']:.3f} CPU {record[f'median_{way}_cpu_ratio']:.3f}"
+        for way in WAYS if way != "separate") + f"; descriptors differ by at most {record['max_abs_difference']}; {args.out}")
     return 0
 
 

@@ -24,6 +24,10 @@ from sare_core.models.images import load_rgb, resized_uint8
 from sare_core.store import PartWriter, StoreMetadata
 
 ROW_COLUMNS = ("id", "path", "role", "split", "utm_east", "utm_north", "label")
+# A several-model extraction over stores that lack different images adds STORE_MASK to its rows: bit i set
+# when store i lacks the row's image (see `write_parts`). Decode and model steps carry it through.
+STORE_MASK = "store_mask"
+CARRIED_COLUMNS = (*ROW_COLUMNS, STORE_MASK)
 MAX_ERROR_CHARS = 500
 
 PART_SCHEMA = pa.schema([
@@ -40,6 +44,11 @@ PART_SCHEMA = pa.schema([
 def descriptor_column(index: int) -> str:
     """The column that model `index` of a several-model extraction fills: "descriptor", "descriptor_1", ..."""
     return "descriptor" if index == 0 else f"descriptor_{index}"
+
+
+def error_column(index: int) -> str:
+    """Model `index`'s error column ("" where it has a descriptor): "error", "error_1", ..."""
+    return "error" if index == 0 else f"error_{index}"
 
 
 def error_text(stage: str, error: BaseException) -> str:
@@ -76,7 +85,7 @@ def decode_images(rows: pa.Table, image_size=None, max_side=None) -> pa.Table:
         heights[i], widths[i] = array.shape[:2]
         pixels.append(array.tobytes())
         errors.append("")
-    base = rows.select([c for c in ROW_COLUMNS if c in rows.column_names])
+    base = rows.select([c for c in CARRIED_COLUMNS if c in rows.column_names])
     return (base.append_column("pixels", pa.array(pixels, pa.binary()))
             .append_column("height", pa.array(heights))
             .append_column("width", pa.array(widths))
@@ -84,17 +93,18 @@ def decode_images(rows: pa.Table, image_size=None, max_side=None) -> pa.Table:
 
 
 def write_parts(rows: pa.Table, uri: str, metadata: StoreMetadata, task_id: str,
-                storage_options: dict | None = None, column: str = "descriptor",
-                exclude_ids: frozenset[str] | None = None) -> pa.Table:
-    """Write `rows` (embedded rows: ROW_COLUMNS, error, `column`) to the store at `uri`: one descriptor
-    part for the rows without an error and one failure part (id, path, error) for the others; rows whose id
-    is in `exclude_ids` (the store holds them already) are left out. Returns one `PART_SCHEMA` row per part
-    written; the parts stay invisible to readers until the driver commits."""
+                storage_options: dict | None = None, column: str = "descriptor", error: str = "error",
+                mask_bit: int | None = None) -> pa.Table:
+    """Write `rows` (embedded rows: ROW_COLUMNS, `error`, `column`) to the store at `uri`: one descriptor
+    part for the rows without an error and one failure part (id, path, error) for the others. With
+    `mask_bit` b, only the rows whose STORE_MASK has bit b set (the images this store lacks). Returns one
+    `PART_SCHEMA` row per part written; the parts stay invisible to readers until the driver commits."""
     start = time.perf_counter()
-    if exclude_ids:
-        rows = rows.filter(pc.invert(pc.is_in(rows.column("id"), pa.array(sorted(exclude_ids), pa.string()))))
+    if mask_bit is not None and STORE_MASK in rows.column_names:
+        wanted = pc.not_equal(pc.bit_wise_and(rows.column(STORE_MASK), pa.scalar(1 << mask_bit, pa.int64())), 0)
+        rows = rows.filter(wanted)
     writer = PartWriter(uri, metadata, task_id=task_id, storage_options=storage_options)
-    failed = pc.not_equal(rows.column("error"), "")
+    failed = pc.not_equal(rows.column(error), "")
     good = rows.filter(pc.invert(failed))
     bad = rows.filter(failed)
     if good.num_rows:
@@ -106,7 +116,7 @@ def write_parts(rows: pa.Table, uri: str, metadata: StoreMetadata, task_id: str,
                      labels=good.column("label").to_numpy())
     if bad.num_rows:
         writer.write_failures(bad.column("id").to_pylist(), bad.column("path").to_pylist(),
-                              bad.column("error").to_pylist())
+                              bad.column(error).to_pylist())
     seconds = time.perf_counter() - start
     return pa.Table.from_pylist([
         {"name": p.name, "kind": p.kind, "num_rows": p.num_rows, "size_bytes": p.size_bytes,
@@ -114,13 +124,20 @@ def write_parts(rows: pa.Table, uri: str, metadata: StoreMetadata, task_id: str,
         for p in writer.parts], schema=PART_SCHEMA)
 
 
+IMAGES_ROW = "images"  # the kind of the row `write_parts_to_stores` adds: how many images the call got
+
+
 def write_parts_to_stores(rows: pa.Table, stores: list[dict], task_id: str,
                           storage_options: dict | None = None) -> pa.Table:
-    """`write_parts` once per store of a several-model extraction. stores[i]: {"uri", "metadata", "column",
-    "exclude_ids"}. Returns the PART_SCHEMA rows of every store's parts with a "store" column (i)."""
-    tables = []
+    """`write_parts` once per store of a (several-model) extraction; store i gets model i's columns and, when
+    the rows carry STORE_MASK, only the rows with bit i. stores[i]: {"uri", "metadata"}. Returns the
+    PART_SCHEMA rows of every store's parts with a "store" column (i), plus one row of kind IMAGES_ROW
+    (store -1) whose num_rows is the number of images the call got."""
+    tables = [pa.Table.from_pylist([{"name": "", "kind": IMAGES_ROW, "num_rows": rows.num_rows, "size_bytes": 0,
+                                     "rows_by_role_split": "{}", "task_id": task_id, "seconds": 0.0}],
+                                   schema=PART_SCHEMA).append_column("store", pa.array([-1], pa.int32()))]
     for i, store in enumerate(stores):
-        written = write_parts(rows, store["uri"], store["metadata"], task_id, storage_options, store["column"],
-                              store.get("exclude_ids"))
+        written = write_parts(rows, store["uri"], store["metadata"], task_id, storage_options, descriptor_column(i),
+                              error_column(i), i)
         tables.append(written.append_column("store", pa.array([i] * written.num_rows, pa.int32())))
     return pa.concat_tables(tables)

@@ -20,7 +20,7 @@ from sare_core.models.embedding import EmbeddingModel
 from sare_core.models.io import model_from_payload, model_hash
 from sare_core.models.shared_prefix import group_by_frozen_prefix
 
-from .decode import ROW_COLUMNS, descriptor_column, error_text
+from .decode import CARRIED_COLUMNS, descriptor_column, error_column, error_text
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,16 @@ class ImageEmbedder:
     model: an `EmbeddingModel`, a payload dict from `sare_core.models.io.model_payload` or a Ray object
     reference to such a payload (resolved here, once per actor); or a list of those. expected_hash: one
     hash, or a list, checked against the loaded models, so that every actor provably runs the models the
-    stores' metadata name. Model i fills the column `descriptor_column(i)`. Several models must resize
-    images alike (they share the decoded pixels); models whose frozen prefixes are equal
-    (`sare_core.models.shared_prefix`) run that prefix once per batch, which gives the same descriptors to
-    the bit as running each model whole. threads: torch CPU threads.
+    stores' metadata name. Model i fills the columns `descriptor_column(i)` and `error_column(i)`. Several
+    models must resize images alike (they share the decoded pixels); models whose frozen prefixes are equal
+    (`sare_core.models.shared_prefix`) run that prefix once per batch, which on the CPU gives the same
+    descriptors to the bit as running each model whole. threads: torch CPU threads.
     On a GPU: uint8 pixels go to the device and are normalised there, the model runs in channels-last
     memory format under `torch.autocast` (float16) when `mixed_precision`, and descriptors are
     re-normalised in float32. On the CPU: float32 throughout, `threads` torch threads.
     Rows are grouped by image size (images of one size form one batch); a batch the models fail on is
-    retried image by image, and an image that still fails in any model gets an error instead of
-    descriptors. With `truncate` K, descriptors keep their first K elements, re-L2-normalised.
+    retried image by image and model by model, so an image one model fails on gets an error in that model's
+    column only. With `truncate` K, descriptors keep their first K elements, re-L2-normalised.
     """
 
     def __init__(self, model, expected_hash=None, *, batch_size: int = 32, use_gpu: bool = False,
@@ -90,13 +90,13 @@ class ImageEmbedder:
         self.batch_size = max(1, int(batch_size))
         self.mixed_precision = bool(mixed_precision) and self.device.type == "cuda"
         self.channels_last = bool(channels_last) and self.device.type == "cuda"
-        self.groups = group_by_frozen_prefix(models)
         self.models = []
         for m in models:
             m = m.eval().to(self.device)
             if self.channels_last:
                 m = m.to(memory_format=torch.channels_last)
             self.models.append(m)
+        self.groups = group_by_frozen_prefix(self.models) if len(self.models) > 1 else [[0]]
 
     @property
     def model(self) -> EmbeddingModel:
@@ -115,15 +115,19 @@ class ImageEmbedder:
             out = F.normalize(out.float()[:, : self.truncate], p=2, dim=1)
         return out.float().cpu().numpy()
 
-    @torch.inference_mode()
-    def embed_all(self, pixels: np.ndarray) -> list[np.ndarray]:
-        """(B, H, W, 3) uint8 -> per model, (B, D_i) float32 L2-normalised descriptors."""
+    def _input(self, pixels: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(pixels)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = self.preprocessor.normalize_uint8(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    @torch.inference_mode()
+    def embed_all(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """(B, H, W, 3) uint8 -> per model, (B, D_i) float32 L2-normalised descriptors."""
+        x = self._input(pixels)
         out: list[np.ndarray | None] = [None] * len(self.models)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
             for group in self.groups:
@@ -131,53 +135,61 @@ class ImageEmbedder:
                     out[group[0]] = self._finish(self.models[group[0]](x))
                     continue
                 maps = self.models[group[0]].backbone.frozen(x)
-                for i in group:
-                    out[i] = self._finish(self.models[i](maps, from_frozen=True))
+                for k, i in enumerate(group):  # a copy for all but the last: a suffix may work in place
+                    shared = maps if k == len(group) - 1 else maps.clone()
+                    out[i] = self._finish(self.models[i](shared, from_frozen=True))
         return out
+
+    @torch.inference_mode()
+    def embed_one_model(self, index: int, pixels: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8 -> (B, D) descriptors of model `index` alone (no prefix shared)."""
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
+            return self._finish(self.models[index](self._input(pixels)))
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 -> (B, D) float32 L2-normalised descriptors of the first model."""
         return self.embed_all(pixels)[0]
 
-    def _embed_group(self, pixels: np.ndarray, descriptors: list[np.ndarray], rows: list[int], errors: list[str]):
-        def put(at, values: list[np.ndarray]) -> None:
-            for target, value in zip(descriptors, values):
-                target[at] = value
-
+    def _embed_group(self, pixels: np.ndarray, descriptors: list[np.ndarray], rows: list[int],
+                     errors: list[list[str]]):
+        """Embed `pixels` (the images of `rows`) with every model into `descriptors`; errors[i][row] gets
+        model i's error text for an image it fails on."""
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             try:
-                put(chunk, self.embed_all(pixels[start:start + len(chunk)]))
+                for target, values in zip(descriptors, self.embed_all(pixels[start:start + len(chunk)])):
+                    target[chunk] = values
                 continue
-            except Exception as error:  # noqa: BLE001 - retried image by image below
-                if len(chunk) == 1:
-                    errors[chunk[0]] = error_text("model", error)
-                    continue
-                log.warning("model failed on a batch of %d images (%s); retrying them one by one", len(chunk), error)
+            except Exception as error:  # noqa: BLE001 - retried image by image and model by model below
+                log.warning("a model failed on a batch of %d images (%s); retrying them one by one", len(chunk),
+                            error)
             for j, row in enumerate(chunk):
-                try:
-                    put(row, [d[0] for d in self.embed_all(pixels[start + j:start + j + 1])])
-                except Exception as error:  # noqa: BLE001 - recorded as this image's failure
-                    errors[row] = error_text("model", error)
+                for i, target in enumerate(descriptors):
+                    try:
+                        target[row] = self.embed_one_model(i, pixels[start + j:start + j + 1])[0]
+                    except Exception as error:  # noqa: BLE001 - recorded as this image's failure in model i
+                        errors[i][row] = error_text("model", error)
 
     def __call__(self, rows: pa.Table) -> pa.Table:
         n = rows.num_rows
-        errors = rows.column("error").to_pylist()
+        decoded = rows.column("error").to_pylist()
         heights = rows.column("height").to_numpy()
         widths = rows.column("width").to_numpy()
         pixel_column = rows.column("pixels")
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i in range(n):
-            if not errors[i]:
+            if not decoded[i]:
                 groups[(int(heights[i]), int(widths[i]))].append(i)
         descriptors = [np.zeros((n, dim), np.float32) for dim in self.dims]
+        errors = [list(decoded) for _ in self.models]  # a decode error is every model's
         for (h, w), members in groups.items():
             pixels = np.empty((len(members), h, w, 3), np.uint8)
             for j, i in enumerate(members):
                 pixels[j] = np.frombuffer(pixel_column[i].as_buffer(), np.uint8).reshape(h, w, 3)
             self._embed_group(pixels, descriptors, members, errors)
-        out = rows.select(list(ROW_COLUMNS)).append_column("error", pa.array(errors, pa.string()))
+        out = rows.select([c for c in CARRIED_COLUMNS if c in rows.column_names])
         for i, (values, dim) in enumerate(zip(descriptors, self.dims)):
             flat = pa.array(values.reshape(-1), pa.float32())
-            out = out.append_column(descriptor_column(i), pa.FixedSizeListArray.from_arrays(flat, dim))
+            out = (out.append_column(error_column(i), pa.array(errors[i], pa.string()))
+                   .append_column(descriptor_column(i), pa.FixedSizeListArray.from_arrays(flat, dim)))
         return out

@@ -30,10 +30,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -46,12 +48,13 @@ from sare_core.data.image_rows import (
     without_ids,
 )
 from sare_core.models.config import ModelConfig
+from sare_core.paths import is_remote
 from sare_core.store import PartInfo, StoreMetadata, commit, commit_update
 
 from .. import ray_session
 from ..model.specs import load_model_spec
 from .config import ExtractConfig
-from .decode import decode_images, descriptor_column, write_parts_to_stores
+from .decode import IMAGES_ROW, STORE_MASK, decode_images, write_parts_to_stores
 from .plan import ExtractionPlan, estimate_pixel_bytes, plan_resources
 from .resume import count_missing, delete_parts_of_run, inspect_store
 
@@ -68,8 +71,9 @@ class ExtractResult:
     adopted: rows taken over from uncommitted parts of an earlier run. extracted / failed: descriptors /
     failures computed by this run. rows / failures: descriptors / failures the store now holds for the
     selection. images_per_s: this run's computed images (extracted + failed) per second of pipeline time;
-    steady_images_per_s: the same between the first and the last part written (None with one part), i.e.
-    without the pipeline's start-up.
+    steady_images_per_s: the images through the pipeline per second between the first and the last write
+    (None with one), i.e. without the pipeline's start-up. seconds: from the start of `run` (of `run_many`,
+    for all its stores, when several models ran).
     """
 
     uri: str
@@ -159,15 +163,15 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_refs: list, expect
 
 
 class _Throughput:
-    """Logs images/s as parts come back from the workers; also measures the steady rate, from the first
-    part to the last (which leaves out start-up: worker processes importing torch, loading the model)."""
+    """Logs images/s as write calls report the images they got; also measures the steady rate, from the
+    first call to the last (which leaves out start-up: worker processes importing torch, loading the model)."""
 
     def __init__(self, total: int, every_s: float):
         self.total, self.every_s = total, every_s
         self.start = self.last = time.perf_counter()
         self.end: float | None = None
-        self.rows = self.failed = 0
-        self.first: tuple[float, int] | None = None  # (time, images done) when the first part arrived
+        self.images = 0
+        self.first: tuple[float, int] | None = None  # (time, images done) when the first call reported
         self.latest: tuple[float, int] | None = None
 
     def stop(self) -> None:
@@ -179,45 +183,42 @@ class _Throughput:
             return None
         return (self.latest[1] - self.first[1]) / (self.latest[0] - self.first[0])
 
-    def add(self, kind: str, rows: int) -> None:
-        if kind == "descriptors":
-            self.rows += rows
-        else:
-            self.failed += rows
+    def add(self, images: int) -> None:
+        self.images += images
         now = time.perf_counter()
-        if self.latest is not None and now - self.latest[0] < 1e-3:  # parts of one batch: one arrival
-            self.latest = (self.latest[0], self.rows + self.failed)
+        if self.latest is not None and now - self.latest[0] < 1e-3:  # calls of one batch: one arrival
+            self.latest = (self.latest[0], self.images)
         else:
-            self.latest = (now, self.rows + self.failed)
+            self.latest = (now, self.images)
         if self.first is None or self.first[0] == self.latest[0]:
             self.first = self.latest
         if now - self.last >= self.every_s:
             self.last = now
-            done = self.rows + self.failed
-            log.info("extract: %d/%d images (%d failed), %.1f images/s", done, self.total, self.failed,
-                     done / max(now - self.start, 1e-9))
+            log.info("extract: %d/%d images, %.1f images/s", self.images, self.total,
+                     self.images / max(now - self.start, 1e-9))
 
     @property
     def seconds(self) -> float:
         return (self.end or time.perf_counter()) - self.start
 
 
-def _part_infos(written: pa.Table, meter: _Throughput, metered_store: int) -> list[tuple[int, PartInfo]]:
+def _part_infos(written: pa.Table, meter: _Throughput) -> list[tuple[int, PartInfo]]:
     """The parts a `write_parts_to_stores` call reports (PART_SCHEMA rows with a store column), as (store
-    index, part); the meter counts the parts of store `metered_store`."""
+    index, part); the call's IMAGES_ROW goes to the meter."""
     parts = []
     for record in written.to_pylist():
         store = record.pop("store")
+        if record["kind"] == IMAGES_ROW:
+            meter.add(record["num_rows"])
+            continue
         record["rows_by_role_split"] = json.loads(record["rows_by_role_split"])
         parts.append((store, PartInfo.from_dict(record)))
-        if store == metered_store:
-            meter.add(parts[-1][1].kind, parts[-1][1].num_rows)
     return parts
 
 
 def _embed_in_driver(ds, models: list, digests: list[str], plan: ExtractionPlan, config: ExtractConfig,
-                     stores: list[dict], run_tag: str, storage_options: dict | None, meter: _Throughput,
-                     metered_store: int) -> list[tuple[int, PartInfo]]:
+                     stores: list[dict], run_tag: str, storage_options: dict | None,
+                     meter: _Throughput) -> list[tuple[int, PartInfo]]:
     """Layout "driver": the models (already loaded here) embed the decoded blocks as the decode tasks
     deliver them, and the driver writes every `rows_per_part` rows as a part of each store."""
     import torch
@@ -230,7 +231,7 @@ def _embed_in_driver(ds, models: list, digests: list[str], plan: ExtractionPlan,
 
     def flush(tables: list[pa.Table]) -> None:
         written = write_parts_to_stores(pa.concat_tables(tables), stores, f"{run_tag}-driver", storage_options)
-        parts.extend(_part_infos(written, meter, metered_store))
+        parts.extend(_part_infos(written, meter))
 
     try:
         embedder = ImageEmbedder(models, digests, batch_size=plan.batch_size, use_gpu=plan.use_gpu,
@@ -349,7 +350,7 @@ def check_together(configs: list[ExtractConfig]) -> None:
                 raise ValueError(f"{name}: extraction {i} has {getattr(config, name)!r}, extraction 0 has "
                                  f"{getattr(first, name)!r}; models extracted together share every setting "
                                  f"but model, out and seed")
-    outs = [config.out.rstrip("/") for config in configs]
+    outs = [config.out.rstrip("/") if is_remote(config.out) else os.path.abspath(config.out) for config in configs]
     for i, out in enumerate(outs):
         if out in outs[:i]:
             raise ValueError(f"out: {configs[i].out} is given to two models")
@@ -358,7 +359,7 @@ def check_together(configs: list[ExtractConfig]) -> None:
 def _execute(jobs: list[_StoreJob], todo: pa.Table, stores: list[dict], run_tag: str,
              storage_options: dict | None) -> tuple[ExtractionPlan, list[tuple[int, PartInfo]], _Throughput]:
     """Run the Ray Data pipeline over `todo` for every job's model; returns the plan, the parts the workers
-    wrote (store index, part) and the meter (which counts the parts of the store with the most to do)."""
+    wrote (store index, part) and the meter (images through the pipeline)."""
     import ray
 
     config = jobs[0].config  # every setting but model/out/seed is the same for all (check_together)
@@ -381,15 +382,14 @@ def _execute(jobs: list[_StoreJob], todo: pa.Table, stores: list[dict], run_tag:
         digests = [job.digest for job in jobs]
         ds = build_dataset(todo, plan, model_refs, digests, jobs[0].model.config, stores, run_tag,
                            storage_options, config.mixed_precision, config.channels_last, config.truncate)
-        metered = max(range(len(jobs)), key=lambda i: jobs[i].todo.num_rows)
-        meter = _Throughput(jobs[metered].todo.num_rows, config.log_every_s)
+        meter = _Throughput(todo.num_rows, config.log_every_s)
         if plan.layout == "driver":
             new_parts = _embed_in_driver(ds, [job.model for job in jobs], digests, plan, config, stores, run_tag,
-                                         storage_options, meter, metered)
+                                         storage_options, meter)
         else:
             new_parts = []
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
-                new_parts += _part_infos(batch, meter, metered)
+                new_parts += _part_infos(batch, meter)
         meter.stop()
         return plan, new_parts, meter
     finally:
@@ -428,25 +428,34 @@ def run_many(configs: list[ExtractConfig], storage_options: dict | None = None) 
         alike.setdefault(repr(job.model.preprocessor), []).append(i)
     results: list[ExtractResult | None] = [None] * len(jobs)
     for members in alike.values():
-        for i, result in zip(members, _run_together([jobs[i] for i in members], storage_options, started)):
-            results[i] = result
+        for start in range(0, len(members), MAX_MODELS_PER_PIPELINE):
+            chunk = members[start:start + MAX_MODELS_PER_PIPELINE]
+            for i, result in zip(chunk, _run_together([jobs[i] for i in chunk], storage_options, started)):
+                results[i] = result
     return results
+
+
+MAX_MODELS_PER_PIPELINE = 63  # STORE_MASK is an int64 bitmask
 
 
 def _run_together(jobs: list[_StoreJob], storage_options: dict | None, started: float) -> list[ExtractResult]:
     """One pipeline for jobs whose models share their preprocessing: over the images any store lacks, with
-    the models of the stores that lack any (each store keeping only the rows it lacks); then each store's
-    commit and result."""
+    the models of the stores that lack any, each store keeping only the rows it lacks (a STORE_MASK column
+    when they lack different images); then, once every store's row count is checked, each store's commit
+    and result."""
     active = [i for i, job in enumerate(jobs) if job.todo.num_rows]
-    lacking = {i: set(jobs[i].todo.column("id").to_pylist()) for i in active}
-    union = set().union(*lacking.values())
     if len(active) <= 1:
         todo = jobs[active[0]].todo if active else jobs[0].todo
     else:
         rows = jobs[0].rows  # the same selection for every job (check_together)
-        todo = rows.filter(pc.is_in(rows.column("id"), pa.array(sorted(union), pa.string())))
-    stores = [{"uri": jobs[i].config.out, "metadata": jobs[i].metadata, "column": descriptor_column(k),
-               "exclude_ids": frozenset(union - lacking[i]) or None} for k, i in enumerate(active)]
+        mask = np.zeros(rows.num_rows, np.int64)
+        for k, i in enumerate(active):
+            mask |= pc.is_in(rows.column("id"), jobs[i].todo.column("id")).to_numpy(zero_copy_only=False).astype(
+                np.int64) << k
+        todo = rows.filter(pa.array(mask != 0))
+        if any(jobs[i].todo.num_rows != todo.num_rows for i in active):  # the stores lack different images
+            todo = todo.append_column(STORE_MASK, pa.array(mask[mask != 0], pa.int64()))
+    stores = [{"uri": jobs[i].config.out, "metadata": jobs[i].metadata} for i in active]
     run_tag = f"x{uuid.uuid4().hex[:10]}"
     new_parts: dict[int, list[PartInfo]] = {i: [] for i in range(len(jobs))}
     plan = meter = None
@@ -458,17 +467,20 @@ def _run_together(jobs: list[_StoreJob], storage_options: dict | None, started: 
         pipeline_seconds = meter.seconds
         log.info("extract: %d images through %d model(s) in %.1f s, %.1f images/s", todo.num_rows, len(active),
                  pipeline_seconds, todo.num_rows / max(pipeline_seconds, 1e-9))
-    results = []
-    for i, job in enumerate(jobs):
-        parts = new_parts[i]
-        extracted = sum(part.num_rows for part in parts if part.kind == "descriptors")
-        failed = sum(part.num_rows for part in parts if part.kind != "descriptors")
+    counts = []
+    for i, job in enumerate(jobs):  # every store's rows checked before any store is committed
+        extracted = sum(part.num_rows for part in new_parts[i] if part.kind == "descriptors")
+        failed = sum(part.num_rows for part in new_parts[i] if part.kind != "descriptors")
         if extracted + failed != job.todo.num_rows:
             raise RuntimeError(f"{job.config.out}: the pipeline returned {extracted + failed} rows for "
                                f"{job.todo.num_rows} images; nothing committed (rerun to resume)")
-        steady = meter.steady_images_per_s if meter is not None and parts else None
-        results.append(_commit(job, parts, extracted, failed, plan if parts else None,
-                               pipeline_seconds if parts else 0.0, steady, run_tag, storage_options, started))
+        counts.append((extracted, failed))
+    results = []
+    for i, (job, (extracted, failed)) in enumerate(zip(jobs, counts)):
+        ran = bool(new_parts[i])
+        steady = meter.steady_images_per_s if meter is not None and ran else None
+        results.append(_commit(job, new_parts[i], extracted, failed, plan if ran else None,
+                               pipeline_seconds if ran else 0.0, steady, run_tag, storage_options, started))
     return results
 
 

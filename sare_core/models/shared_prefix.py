@@ -16,16 +16,20 @@ __all__ = ["frozen_prefix_digest", "group_by_frozen_prefix"]
 
 
 def frozen_prefix_digest(model) -> str | None:
-    """sha256 (hex, first 16 chars) of an `EmbeddingModel`'s frozen prefix: its preprocessing, its modules'
-    structure and every parameter and buffer in it; None when the model has no frozen layers."""
+    """sha256 (hex, first 16 chars) of an `EmbeddingModel`'s frozen prefix: its preprocessing, the type,
+    mode (train/eval) and printed form of every module in it, and every parameter and buffer (persistent or
+    not); None when the model has no frozen layers. Equal digests mean equal feature maps for equal pixels;
+    the prefix runs in eval mode in extraction (`ImageEmbedder` calls `.eval()`)."""
     frozen = model.backbone.frozen
     if not len(list(frozen.children())):
         return None
     digest = hashlib.sha256(repr(model.preprocessor).encode())
-    digest.update(repr(frozen).encode())
-    for key, tensor in sorted(frozen.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(tensor.dtype).encode())
+    for name, module in frozen.named_modules():
+        digest.update(f"{name}:{type(module).__module__}.{type(module).__qualname__}:{module.training}:"
+                      f"{module.extra_repr()}".encode())
+    for name, tensor in [*frozen.named_parameters(), *frozen.named_buffers()]:
+        digest.update(name.encode())
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 

@@ -1,7 +1,9 @@
 """Several models in one extraction (`run_many`): the same stores as one extraction per model, the shared
-frozen prefix run once per batch, each store given only what it lacks, and mismatched settings refused."""
+frozen prefix run once per batch, a model's failure kept to its own store, each store given exactly what
+it lacks (also when the stores lack different images), and mismatched settings refused."""
 
 import copy
+import os
 import shutil
 
 import numpy as np
@@ -110,6 +112,36 @@ def test_several_models_make_the_stores_one_run_per_model_makes(ray_local, toy_d
             np.testing.assert_array_equal(have[image_id], descriptor)
 
 
+def test_a_model_that_fails_on_an_image_fails_it_in_its_own_column_only(toy_street_images):
+    base = tiny_model(0)
+    picky = fine_tuned(base)
+    forward = picky.forward
+
+    def refuse_dark_images(images, from_frozen=False):
+        if not from_frozen and bool((images.flatten(1).max(1).values <= -1).any()):
+            raise ValueError("a dark image")
+        return forward(images, from_frozen)
+
+    picky.forward = refuse_dark_images
+    pixels = np.stack([resized_uint8(load_rgb(str(p)), (48, 64), None) for p in toy_street_images[:3]])
+    pixels[1] = 0  # normalised to -1 everywhere
+    rows = pa.table({"id": list("abc"), "path": list("abc"), "role": ["database"] * 3, "split": ["test"] * 3,
+                     "utm_east": [0.0] * 3, "utm_north": [0.0] * 3, "label": [-1] * 3,
+                     "pixels": [p.tobytes() for p in pixels], "height": [48] * 3, "width": [64] * 3,
+                     "error": ["", "", ""]})
+    together = ImageEmbedder([base, picky], batch_size=3)
+    together.groups = [[0], [1]]  # each model whole, so that the picky forward sees the pixels
+    out = together(rows)
+    assert out.column("error").to_pylist() == ["", "", ""]
+    assert out.column("error_1").to_pylist()[0::2] == ["", ""] and "a dark image" in out.column("error_1")[1].as_py()
+    for i in range(3):  # the failed batch was retried one image at a time, each model alone
+        np.testing.assert_array_equal(np.asarray(out.column("descriptor")[i].as_py(), np.float32),
+                                      ImageEmbedder(base).embed(pixels[i:i + 1])[0])
+        if i != 1:
+            np.testing.assert_array_equal(np.asarray(out.column("descriptor_1")[i].as_py(), np.float32),
+                                          ImageEmbedder(picky).embed(pixels[i:i + 1])[0])
+
+
 def test_each_store_gets_only_what_it_lacks(ray_local, toy_dataset, model_files, tmp_path):
     base, tuned = tmp_path / "base", tmp_path / "tuned"
     run(config(toy_dataset, model_files["base"], base))
@@ -121,6 +153,35 @@ def test_each_store_gets_only_what_it_lacks(ray_local, toy_dataset, model_files,
     assert results[0].plan == {} and results[1].plan["layout"] == "driver"  # the complete store's model never ran
     assert (results[1].extracted, results[1].already_done, results[1].rows) == (17, 5, 22)  # the 17 database images
     assert len(descriptors_by_id(str(tuned))) == 22
+
+
+@pytest.fixture(scope="module")
+def damaged_dataset(tmp_path_factory, toy_dataset):
+    """The toy dataset with one database image truncated (unreadable)."""
+    root = tmp_path_factory.mktemp("damaged")
+    shutil.copytree(os.path.dirname(toy_dataset), root / "toy")
+    victim = sorted((root / "toy" / "database").glob("*.jpg"))[2]
+    victim.write_bytes(victim.read_bytes()[:200])
+    return str(root / "toy" / "manifest.parquet"), f"database/{victim.name}"
+
+
+@pytest.mark.parametrize("layout", ["driver"])  # the rows' store mask goes through the same steps in both layouts
+def test_stores_that_lack_different_images_each_get_theirs(ray_local, damaged_dataset, model_files, tmp_path, layout):
+    dataset, bad_id = damaged_dataset
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    run(config(dataset, model_files["base"], a, roles=["database"], layout=layout))  # a lacks the queries
+    run(config(dataset, model_files["tuned"], b, roles=["query"], layout=layout))  # b lacks the database
+    results = run_many([config(dataset, model_files[m], s, layout=layout)
+                        for m, s in (("base", a), ("tuned", b), ("other", c))])  # c lacks everything
+    assert [(r.extracted, r.failed, r.already_done) for r in results] == [(5, 0, 17), (16, 1, 5), (21, 1, 0)]
+    for name, store in (("base", a), ("tuned", b), ("other", c)):
+        alone = run(config(dataset, model_files[name], tmp_path / f"alone_{name}", layout=layout))
+        want, have = descriptors_by_id(alone.uri), descriptors_by_id(str(store))  # every id once
+        assert sorted(have) == sorted(want) and len(have) == 21
+        for image_id, descriptor in want.items():  # other batches than one full run: float rounding apart
+            np.testing.assert_allclose(have[image_id], descriptor, atol=1e-5, rtol=0)
+        failures = open_store(str(store)).failures().column("id").to_pylist()
+        assert failures == [bad_id]  # once, in the store's own failures table
 
 
 def test_settings_that_differ_and_a_store_given_twice_are_refused(toy_dataset, model_files, tmp_path):

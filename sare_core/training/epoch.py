@@ -89,6 +89,7 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     order = epoch_order(gt, config, epoch)
     injected = {tuple(t) for t in config.inject_nonfinite}
     step = 0  # this worker's steps in this epoch
+    skipped = 0  # of them, skipped for a non-finite loss on some worker
     for chunk_index, start in enumerate(range(0, len(order), config.chunk_size)):
         chunk = order[start : start + config.chunk_size]
         mining_started = time.perf_counter()
@@ -134,6 +135,7 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             state.optimizer.zero_grad(set_to_none=True)
             if collective.any(not bool(torch.isfinite(loss))):
                 state.nonfinite_steps += 1
+                skipped += 1
                 log.warning("epoch %d: a non-finite loss on some worker; step skipped on all (%d so far)", epoch,
                             state.nonfinite_steps)
                 if state.nonfinite_steps > config.max_nonfinite_steps:
@@ -151,7 +153,7 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
     seconds = time.perf_counter() - started
     # per worker, to see where re-mining waits: its own forward passes against its time in the embedding
     by_worker = collective.gather((round(embed_timings.get("forward", 0.0), 3), round(embed_seconds, 3),
-                                   int(mined_cached)))
+                                   int(mined_cached), skipped))
     loss_sum, steps, tuples_seen, mining_forward, step_compute, mined_cached, trained_cached = collective.sum(
         [sum(losses), len(losses), tuples_seen, embed_timings.get("forward", 0.0), step_compute_seconds,
          mined_cached, trained_cached])
@@ -162,9 +164,10 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             "tuples_per_s": tuples_seen / max(seconds, 1e-9), "mining_fraction": mining_seconds / max(seconds, 1e-9),
             "seconds": seconds, "mining_seconds": mining_seconds, "mining_embed_seconds": embed_seconds,
             "mining_forward_seconds": embed_timings.get("forward", 0.0),
-            "mining_forward_seconds_by_worker": [f for f, _, _ in by_worker],
-            "mining_embed_seconds_by_worker": [e for _, e, _ in by_worker],
-            "mined_cached_images_by_worker": [c for _, _, c in by_worker],
+            "mining_forward_seconds_by_worker": [f for f, _, _, _ in by_worker],
+            "mining_embed_seconds_by_worker": [e for _, e, _, _ in by_worker],
+            "mined_cached_images_by_worker": [c for _, _, c, _ in by_worker],
+            "skipped_steps_by_worker": [k for _, _, _, k in by_worker],
             "mining_slowness_by_worker": None if collective.last_slowness is None else collective.last_slowness.tolist(),
             "mining_decode_seconds": embed_timings.get("decode", 0.0),
             "step_compute_seconds": step_compute_seconds, "step_load_seconds": load_seconds,

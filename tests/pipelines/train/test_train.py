@@ -161,11 +161,9 @@ def test_a_nonfinite_loss_on_one_worker_is_skipped_on_all_and_counted(tiny_city,
     result = run(config)
     row = result.history[1]
     assert row["nonfinite_steps"] == 2 and np.isfinite(row["loss"])
-    steps_per_worker = row["tuples"] // (config.num_workers * config.batch_size)
-    clean = tiny_config(tiny_city, tmp_path, "clean", epochs=1)
-    clean_row = run(clean).history[1]
-    # Both workers skipped both steps (DDP would hang if only rank 1 did): two steps' tuples fewer.
-    assert steps_per_worker == clean_row["tuples"] // (config.num_workers * config.batch_size) - 2
+    # Both workers skipped both steps (DDP would hang if only rank 1 did), and trained the others.
+    assert row["skipped_steps_by_worker"] == [2, 2]
+    assert row["tuples"] > 0 and row["tuples"] % (config.num_workers * config.batch_size) == 0
     # Past the stated limit the run stops with an error that says why.
     limited = tiny_config(tiny_city, tmp_path, "nan_limit", epochs=1, inject_nonfinite=[(0, 1, 0), (1, 1, 1)],
                           max_nonfinite_steps=1, max_failures=0)

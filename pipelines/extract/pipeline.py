@@ -300,8 +300,17 @@ class _StoreJob:
     adopted: int
 
 
-def _prepare(config: ExtractConfig, storage_options: dict | None) -> _StoreJob:
-    """Load the model, select the images and inspect the store (adopting an interrupted run's parts);
+def _selection(config: ExtractConfig):
+    """The dataset's splits and the selected images (ROW_SCHEMA rows), read once for all the stores of a run
+    (their configs share dataset, roots, splits and roles: `check_together`)."""
+    config.check_inputs()
+    splits = open_dataset(config.dataset, config.images_root, config.query_root)
+    all_rows = image_rows(splits, config.images_root or dataset_root(config.dataset))
+    return splits, select_rows(all_rows, config.splits, config.roles)
+
+
+def _prepare(config: ExtractConfig, splits, rows: pa.Table, storage_options: dict | None) -> _StoreJob:
+    """Load the model and inspect the store (adopting an interrupted run's parts) for the selected `rows`;
     ValueError / FileNotFoundError naming the field on a bad input or a store of another model/dataset."""
     started = time.perf_counter()
     config.check_inputs()
@@ -312,9 +321,6 @@ def _prepare(config: ExtractConfig, storage_options: dict | None) -> _StoreJob:
     dim = config.truncate or model.descriptor_dim
     if config.truncate is not None and config.truncate > model.descriptor_dim:
         raise ValueError(f"truncate: {config.truncate} exceeds the model's {model.descriptor_dim} dims")
-    splits = open_dataset(config.dataset, config.images_root, config.query_root)
-    all_rows = image_rows(splits, config.images_root or dataset_root(config.dataset))
-    rows = select_rows(all_rows, config.splits, config.roles)
     dataset_name = config.dataset_name or default_dataset_name(config.dataset)
     provenance = {"stage": "extract", "config": config.model_dump(mode="json"), "model_source": config.model,
                   "seed": config.seed}
@@ -422,7 +428,8 @@ def run_many(configs: list[ExtractConfig], storage_options: dict | None = None) 
     """
     started = time.perf_counter()
     check_together(configs)
-    jobs = [_prepare(config, storage_options) for config in configs]
+    splits, rows = _selection(configs[0])
+    jobs = [_prepare(config, splits, rows, storage_options) for config in configs]
     alike: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
         alike.setdefault(repr(job.model.preprocessor), []).append(i)

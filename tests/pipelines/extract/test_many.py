@@ -14,7 +14,6 @@ import torch
 from pipelines.extract.config import ExtractConfig
 from pipelines.extract.embedder import ImageEmbedder
 from pipelines.extract.pipeline import run, run_many
-from sare_core.data import PlaceDataset, write_manifest
 from sare_core.data.image_rows import dataset_root, image_rows, open_dataset
 from sare_core.models import ModelConfig, build_model, load_model, save_model
 from sare_core.models.images import load_rgb, resized_uint8
@@ -32,21 +31,6 @@ def fine_tuned(model):
         for param in tuned.trainable_parameters():
             param.add_(0.05 * torch.randn_like(param))
     return tuned
-
-
-@pytest.fixture(scope="module")
-def toy_dataset(tmp_path_factory, toy_street_images):
-    root = tmp_path_factory.mktemp("toy")
-    db, q = [], []
-    for path in toy_street_images:
-        target = root / path.parent.name / path.name
-        target.parent.mkdir(exist_ok=True)
-        shutil.copy(path, target)
-        (db if path.parent.name == "database" else q).append(str(target))
-    dataset = PlaceDataset(name="toy", db_paths=db, q_paths=q,
-                           db_utm=np.column_stack([np.arange(len(db)) * 10.0, np.zeros(len(db))]),
-                           q_utm=np.column_stack([np.arange(len(q)) * 10.0 + 3, np.ones(len(q))]), split="test")
-    return write_manifest(str(root / "manifest.parquet"), dataset)
 
 
 @pytest.fixture(scope="module")

@@ -93,8 +93,9 @@ def test_splits_are_geographically_disjoint(splits):
             assert gap > 1000.0, f"{a} and {b} come within {gap:.0f} m"
 
 
-def test_same_seed_is_byte_identical_whatever_the_workers(city, tmp_path):
-    again = generate_city(str(tmp_path / "again"), preset="tiny", seed=0, workers=2)
+def test_same_seed_is_byte_identical_whatever_the_workers_and_batch(city, tmp_path):
+    # two processes, and one image per render call instead of all of a chunk's
+    again = generate_city(str(tmp_path / "again"), preset="tiny", seed=0, workers=2, batch_pixels=96 * 72)
     first, second = _digests(city["out_dir"]), _digests(again["out_dir"])
     assert len(first) == sum(sum(c) for c in TINY.counts.values()) + 3
     assert first == second
@@ -180,7 +181,9 @@ def test_bad_arguments_fail_before_any_work(tmp_path):
         generate_city(str(tmp_path / "x"), preset="huge")
     with pytest.raises(ValueError, match="workers"):
         generate_city(str(tmp_path / "y"), preset="tiny", workers=0)
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(ValueError, match="batch_pixels"):
+        generate_city(str(tmp_path / "z"), preset="tiny", batch_pixels=0)
+    assert not any((tmp_path / name).exists() for name in "xyz")
 
 
 def test_city_is_current_only_for_the_same_preset_parameters(city, tmp_path):

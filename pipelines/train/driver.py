@@ -145,7 +145,7 @@ def scaling_config(config: TrainConfig, cluster_resources: dict):
 
 def torch_trainer(config: TrainConfig, initial_path: str, run_config):
     """The TorchTrainer of a run: `pipelines.train.worker.train_loop_per_worker` on each worker (which
-    resumes from the run's latest checkpoint, if any)."""
+    resumes from the run's latest checkpoint, if any). Fit it inside `ray_session.one_node_train_env()`."""
     import ray
     from ray.train.torch import TorchTrainer
 
@@ -169,7 +169,8 @@ def fit_with_ray(config: TrainConfig, initial_path: str):
     run_config = RunConfig(name=config.name, storage_path=absolute(config.storage_path),
                            failure_config=FailureConfig(max_failures=config.max_failures),
                            checkpoint_config=CheckpointConfig(num_to_keep=None))
-    return torch_trainer(config, initial_path, run_config).fit()
+    with ray_session.one_node_train_env():
+        return torch_trainer(config, initial_path, run_config).fit()
 
 
 @dataclass

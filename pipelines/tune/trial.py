@@ -18,6 +18,7 @@ def run_trial(params: dict, sweep: dict) -> None:
 
     from sare_core.paths import make_dirs
 
+    from ..ray_session import one_node_train_env
     from ..train.driver import ensure_initial_model, load_splits, torch_trainer
 
     config = SweepConfig(**sweep)
@@ -38,4 +39,5 @@ def run_trial(params: dict, sweep: dict) -> None:
         ),
         callbacks=[TuneReportCallback()],
     )
-    torch_trainer(train, initial_path, run_config).fit()  # a restarted trial resumes from its last checkpoint
+    with one_node_train_env():
+        torch_trainer(train, initial_path, run_config).fit()  # a restarted trial resumes from its last checkpoint

@@ -73,6 +73,9 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     # weighted by the workers' speed may be switched on for the rest: a scheduling setting.)
     second = run(config.model_copy(update={"epochs": 2, "balance_by_speed": True}))
     assert [h["epoch"] for h in second.history] == [0, 1, 2]
+    # On this one-node cluster the runs went without Ray Train's preemption watcher (ray_session.ONE_NODE_TRAIN_ENV)
+    classes = {a["ActorClassName"] for a in ray_local._private.state.actors().values()}
+    assert "RayTrainWorker" in classes and "PreemptionWatcher" not in classes, classes
     # Other settings on the same run folder are refused before any work, naming what changed; without
     # run_config.json (a run from before it) history.json's settings are compared.
     changed = config.model_copy(update={"epochs": 3, "lr": config.lr * 2, "model": config.model.model_copy(

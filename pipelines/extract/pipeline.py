@@ -378,7 +378,7 @@ def _execute(jobs: list[_StoreJob], todo: pa.Table, stores: list[dict], run_tag:
         plan = plan_resources(config, resources.get("CPU", 1), resources.get("GPU", 0), todo.num_rows,
                               max(job.dim for job in jobs),
                               estimate_pixel_bytes(jobs[0].model, todo.column("path").to_pylist()),
-                              resources.get("object_store_memory"), nodes=nodes)
+                              resources.get("object_store_memory"), nodes=nodes, models=len(jobs))
         log.info("extract plan: %s", asdict(plan))
         from sare_core.models.io import model_payload
 

@@ -12,10 +12,11 @@ from .config import ExtractSettings
 
 PART_TARGET_BYTES = 64 << 20  # descriptor bytes per store part
 DECODE_TARGET_BYTES = 32 << 20  # decoded pixel bytes per decode task (fewer, larger tasks: less overhead)
-# Layout "driver" (auto): a one-node CPU cluster and at most this many images per CPU. An actor costs a
-# fixed start-up (a new process importing torch and building the model: ~3-4 s on the project's 2-core
-# machine) that the driver, which already holds the model, does not pay; with more images the actors'
-# single-threaded efficiency wins (benchmarks/extract_throughput.py measures both; docs/BENCHMARKS.md).
+# Layout "driver" (auto): a one-node CPU cluster and at most this many model passes (images x models) per
+# CPU. An actor costs a fixed start-up (a new process importing torch and building the model: ~3-4 s on the
+# project's 2-core machine) that the driver, which already holds the model, does not pay; with more work the
+# actors' single-threaded efficiency wins (benchmarks/extract_throughput.py measures one model,
+# benchmarks/extract_many.py two; docs/BENCHMARKS.md).
 DRIVER_LAYOUT_MAX_IMAGES_PER_CPU = 2500
 MIN_BLOCK_IMAGES = 32  # a decode task or model call on fewer images costs more in scheduling than it saves
 BLOCKS_PER_ACTOR = 16  # small datasets: at least this many blocks per model actor
@@ -59,20 +60,26 @@ def estimate_pixel_bytes(model, paths: list[str]) -> int:
     return side * side * 3
 
 
-def choose_layout(config: ExtractSettings, cpus: float, use_gpu: bool, num_rows: int, nodes: int) -> str:
+def choose_layout(config: ExtractSettings, cpus: float, use_gpu: bool, num_rows: int, nodes: int,
+                  models: int = 1) -> str:
     """"driver" or "actors": the config's choice, or for "auto" the driver on a one-node CPU cluster with at
-    most DRIVER_LAYOUT_MAX_IMAGES_PER_CPU images per CPU, where the actors' start-up would dominate."""
+    most DRIVER_LAYOUT_MAX_IMAGES_PER_CPU model passes (num_rows x models) per CPU, where the actors'
+    start-up would dominate. Models that share a frozen prefix cost less than one pass each, so this errs
+    towards the actors; for the demo's two models over its 3,400 test images they were the faster layout
+    (results/extract_many.json)."""
     if config.layout != "auto":
         return config.layout
-    if nodes == 1 and not use_gpu and config.num_actors is None and num_rows <= DRIVER_LAYOUT_MAX_IMAGES_PER_CPU * cpus:
+    if nodes == 1 and not use_gpu and config.num_actors is None and \
+            num_rows * models <= DRIVER_LAYOUT_MAX_IMAGES_PER_CPU * cpus:
         return "driver"
     return "actors"
 
 
 def plan_resources(config: ExtractSettings, cluster_cpus: float, cluster_gpus: float, num_rows: int, dim: int,
-                   pixel_bytes: int, object_store_capacity: float | None = None, nodes: int = 1) -> ExtractionPlan:
+                   pixel_bytes: int, object_store_capacity: float | None = None, nodes: int = 1,
+                   models: int = 1) -> ExtractionPlan:
     """Fill the resource fields the config leaves unset from the cluster's resources, and choose the layout
-    (`choose_layout`).
+    (`choose_layout`; `models`: how many models run over each image, `run_many`).
 
     GPUs: one actor per GPU (1 logical CPU, 1 torch thread each), batches of 128, decode tasks (1 CPU
     each) on the remaining CPUs.
@@ -122,7 +129,7 @@ def plan_resources(config: ExtractSettings, cluster_cpus: float, cluster_gpus: f
     object_store = config.object_store_memory
     if object_store is None and object_store_capacity:
         object_store = int(object_store_capacity * 0.5)
-    layout = choose_layout(config, cpus, use_gpu, num_rows, nodes)
+    layout = choose_layout(config, cpus, use_gpu, num_rows, nodes, models)
     if layout == "driver":  # the driver's model takes every core; the decode tasks run beside it
         num_actors, actor_cpus, threads = 0, 0.0, config.threads_per_actor or max(1, int(cpus))
     return ExtractionPlan(layout=layout, use_gpu=use_gpu, num_actors=num_actors, actor_cpus=actor_cpus, threads_per_actor=threads,

@@ -12,6 +12,9 @@ def test_resource_plans_follow_the_cluster():
     assert plan_resources(config, 2, 0, 5_000, 4096, 96 * 72 * 3).layout == "driver"  # small job, one node
     assert plan_resources(config, 2, 0, 5_001, 4096, 96 * 72 * 3).layout == "actors"
     assert plan_resources(config, 2, 0, 100, 4096, 96 * 72 * 3, nodes=2).layout == "actors"
+    # several models over each image (run_many): the work is images x models
+    assert plan_resources(config, 2, 0, 2_500, 4096, 96 * 72 * 3, models=2).layout == "driver"
+    assert plan_resources(config, 2, 0, 3_400, 4096, 96 * 72 * 3, models=2).layout == "actors"  # the demo's
     driver = plan_resources(config, 2, 0, 3_000, 4096, 96 * 72 * 3)
     assert (driver.num_actors, driver.threads_per_actor, driver.decode_tasks) == (0, 2, 1)
     laptop = plan_resources(config, 2, 0, 10_000, 4096, 96 * 72 * 3)

@@ -240,7 +240,12 @@ def run(config: TrainConfig) -> TrainResult:
     make_dirs(directory)
     write_text(join(directory, RUN_CONFIG_FILE), json.dumps(config.model_dump(mode="json"), indent=2))
     initial_path = ensure_initial_model(config, train, join(directory, "initial_model.pt"))
-    fit_with_ray(config, initial_path)
+    done = checkpoints_by_epoch(directory)
+    if done and max(done) >= config.epochs:  # a finished run: no Ray Train start-up (~15 s) for nothing
+        log.info("%s: trained to epoch %d already (epochs: %d); not starting Ray Train", directory, max(done),
+                 config.epochs)
+    else:
+        fit_with_ray(config, initial_path)
     checkpoints = checkpoints_by_epoch(directory)
     if not checkpoints:
         raise RuntimeError(f"{directory}: training finished without a checkpoint")

@@ -19,9 +19,7 @@ benchmarks/train_throughput.py as train_step_s_per_image / forward_s_per_image; 
 Images the frozen-feature cache served skip the frozen layers: each counts the frozen share of a forward pass
 less (results/frozen_cache.json, benchmarks/frozen_cache.py). This run's median epoch rate of W against the
 slow host's is the slowdown factor of every stage but the city; the city stage is scaled by its own rate on
-the slow host (the small preset's 7,800 images in 121 s there, 48 s on the fast host: 2.5x), counting the
-images it rendered (since 2026-12-03 the demo renders the test area in the background during training; the
-wait for what is left of it after training is scaled by the larger factor).
+the slow host (the small preset's 7,800 images in 121 s there, 48 s on the fast host: 2.5x).
 
 Results go to results/demo_seeds[_<label>].json after every seed; a rerun skips seeds already there with the
 same config and overrides.
@@ -49,7 +47,6 @@ SLOW_HOST_CITY_IMAGES_PER_S = 7_800 / 121.0  # the same host's city stage: the s
 # results/demo_seeds_shipped_rerun.json), whose demo took 10.3 min where the 2026-12-01 reference projected
 # 7.7. The projection uses whichever reference is slower.
 SLOW_HOST_WORK_PER_S_SEEN = 53.53
-BACKGROUND_CITY_STAGE = "test-area images"  # the demo's wait for the test area it renders beside training
 GOAL_GAIN = 0.15
 GOAL_MINUTES = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -160,12 +157,8 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
     slow_host_work_rate = min(SLOW_HOST_WORK_PER_S_SEEN, work_units(SLOW_HOST_EPOCH, backward_cost)
                               * SLOW_HOST_TUPLES_PER_S / SLOW_HOST_EPOCH["tuples"])
     slowdown_by_work = median_work_rate / slow_host_work_rate
-    rendered = summary.get("city_images", {}).get("city") or city_images(out_dir)
-    slowdown_by_city = rendered / stages["city"]["wall_s"] / SLOW_HOST_CITY_IMAGES_PER_S
-    # The test area renders beside training (niced); what is left of it after training, the wait, is scaled
-    # by the larger of the two factors.
-    projected_s = sum(st["wall_s"] * (slowdown_by_city if name == "city" else max(slowdown_by_city, slowdown_by_work)
-                                      if name.startswith(BACKGROUND_CITY_STAGE) else slowdown_by_work)
+    slowdown_by_city = city_images(out_dir) / stages["city"]["wall_s"] / SLOW_HOST_CITY_IMAGES_PER_S
+    projected_s = sum(st["wall_s"] * (slowdown_by_city if name == "city" else slowdown_by_work)
                       for name, st in stages.items())
     return {
         "seed": seed, "command": " ".join(["sare"] + command[3:]),

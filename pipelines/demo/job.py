@@ -1,7 +1,6 @@
 """`sare demo`: the main job, end to end on the embedded synthetic city with local Ray.
 
-1. the synthetic city (small preset) -> JPEGs, dbStruct .mat files, a manifest; the test area's images
-   render in a background process at low priority during step 2, on the CPU time training leaves idle;
+1. the synthetic city (small preset) -> JPEGs, dbStruct .mat files, a manifest;
 2. NetVLAD centroids by k-means; SARE training with re-mining on Ray Train (CPU workers);
 3. PCA whitening, when the config asks for it, for the off-the-shelf and the trained model alike (fitted on
    training database images; configs/demo.yaml leaves it out: on this city it cost the trained model
@@ -62,27 +61,19 @@ class DemoConfig(BaseModel):
         return {**data, "train": train}
 
 
-def _city(config: DemoConfig, defer: tuple[str, ...] = ()):
-    """The demo's city: (manifest path, images rendered now, the BackgroundRender of the `defer` splits or
-    None). A finished city with the same settings is reused; otherwise every split but `defer` is rendered
-    now and `defer` in a background process at low priority, which takes the CPU time training leaves idle
-    (its Ray Train start-up, the workers' waits for each other); `run` waits for it before the test area is
-    extracted and then marks the city finished (`finish_city`)."""
-    from sare_core.data.synth.city import SPLITS, city_is_current, generate_city, render_in_background
+def _city(config: DemoConfig) -> str:
+    from sare_core.data.synth.city import city_is_current, generate_city
 
     city_dir = os.path.join(os.path.abspath(config.out_dir), "city")
-    manifest = os.path.join(city_dir, "manifest.parquet")
     if city_is_current(city_dir, config.preset, config.seed):
         log.info("reusing the synthetic city at %s", city_dir)
-        return manifest, 0, None
+        return os.path.join(city_dir, "manifest.parquet")
     if os.path.isfile(os.path.join(city_dir, "city.json")):
         log.info("the city at %s was made with other settings; generating it again", city_dir)
     started = time.perf_counter()
-    now = tuple(split for split in SPLITS if split not in defer)
-    made = generate_city(city_dir, config.preset, config.seed, config.city_workers, splits=now)
-    log.info("synthetic city (%s, %s) in %.0f s", config.preset, "/".join(now), time.perf_counter() - started)
-    rest = render_in_background(city_dir, config.preset, config.seed, defer, config.city_workers) if defer else None
-    return manifest, made["rendered"], rest
+    generate_city(city_dir, config.preset, config.seed, config.city_workers)
+    log.info("synthetic city (%s) in %.0f s", config.preset, time.perf_counter() - started)
+    return os.path.join(city_dir, "manifest.parquet")
 
 
 def _extract(config: DemoConfig, manifest: str, models: dict[str, str], stores: dict[str, str], split: str) -> None:
@@ -179,26 +170,12 @@ def run(config: DemoConfig) -> dict:
 
     out = os.path.abspath(config.out_dir)
     os.makedirs(out, exist_ok=True)
-    train_config = config.train
-    split = train_config.test_split or train_config.val_split
-    # The test area is not needed until after training: it renders in the background meanwhile.
-    defer = (split,) if split not in (train_config.train_split, train_config.val_split) else ()
-    manifest, city_images, rest = _city(config, defer)
+    manifest = _city(config)
     mark = stage_done("city", started)
-    try:
-        drop_stale_training_run(train_config)
-        trained = train.run(train_config)
-    except BaseException:
-        if rest is not None:
-            rest.stop()
-        raise
+    train_config = config.train
+    drop_stale_training_run(train_config)
+    trained = train.run(train_config)
     mark = stage_done("training (incl. k-means, validation, whitening)", mark)
-    if rest is not None:
-        from sare_core.data.synth.city import finish_city
-
-        rest.wait()
-        finish_city(os.path.dirname(manifest), config.preset, config.seed)
-        mark = stage_done("test-area images (rendered beside training; the wait after it)", mark)
 
     # The off-the-shelf model gets the same whitening treatment as the trained one.
     splits = train.load_splits(train_config)
@@ -209,6 +186,7 @@ def run(config: DemoConfig) -> dict:
     save_model(off_path, off_model, metadata={"stage": "off-the-shelf", "seed": config.seed})
     mark = stage_done("off-the-shelf model", mark)
 
+    split = train_config.test_split or train_config.val_split
     models = {"off-the-shelf": off_path, "trained": trained.model_path}
     stores = {name: os.path.join(out, "stores", name.replace("-", "_")) for name in models}
     _extract(config, manifest, models, stores, split)
@@ -229,7 +207,6 @@ def run(config: DemoConfig) -> dict:
         "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
         "stage_ended_at": stage_ends,
         "started_at": stage_ends[next(iter(stages))] - stages[next(iter(stages))],
-        "city_images": {"city": city_images, "background": rest.images if rest is not None else 0},
         "recall@1": {n: r.recalls[1] for n, r in results.items()},
         "gain_recall@1": results["trained"].recalls[1] - results["off-the-shelf"].recalls[1],
         "best_epoch": trained.best_epoch,

@@ -33,7 +33,6 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -68,8 +67,7 @@ ROLES = ("database", "queries")
 RENDER_BATCH_PIXELS = 120_000
 TIME_NAMES = {DAY: "day", OVERCAST: "overcast", DUSK: "dusk", NIGHT: "night"}
 
-__all__ = ["GENERATOR_VERSION", "PRESETS", "BackgroundRender", "city_is_current", "finish_city", "generate_city",
-           "image_relpath", "query_times", "render_in_background", "render_images"]
+__all__ = ["GENERATOR_VERSION", "PRESETS", "city_is_current", "generate_city", "image_relpath", "query_times", "render_images"]
 
 
 def image_relpath(preset: CityPreset, split: str, role: str, index: int) -> str:
@@ -118,25 +116,22 @@ def _render_chunk(out_dir: str, preset_name: str, seed: int, split: str, role: s
     return stop - start
 
 
-def _chunks(preset: CityPreset, splits=SPLITS) -> list[tuple[str, str, int, int]]:
-    """Every (split, role, start, stop) work unit of `splits`, fixed by the preset alone."""
+def _chunks(preset: CityPreset) -> list[tuple[str, str, int, int]]:
+    """Every (split, role, start, stop) work unit, fixed by the preset alone."""
     units = []
-    for split in (s for s in SPLITS if s in splits):
+    for split in SPLITS:
         for role, count in zip(ROLES, preset.counts[split]):
             for start in range(0, count, preset.chunk_images):
                 units.append((split, role, start, min(start + preset.chunk_images, count)))
     return units
 
 
-def _run_chunks(out_dir: str, preset: CityPreset, seed: int, workers: int, batch_pixels: int, splits=SPLITS,
-                progress: bool = True) -> int:
-    """Render every chunk of `splits`, in worker processes when workers > 1, logging progress (a bar when
-    `progress`) and throughput; returns how many images."""
-    units = _chunks(preset, splits)
+def _run_chunks(out_dir: str, preset: CityPreset, seed: int, workers: int, batch_pixels: int) -> None:
+    """Render every chunk, in worker processes when workers > 1, logging progress and throughput."""
+    units = _chunks(preset)
     total = sum(stop - start for _, _, start, stop in units)
     started = time.perf_counter()
-    with tqdm(total=total, desc=f"synthetic city {preset.name}", unit="img", mininterval=2.0,
-              disable=not progress) as bar:
+    with tqdm(total=total, desc=f"synthetic city {preset.name}", unit="img", mininterval=2.0) as bar:
         if workers == 1:
             for split, role, start, stop in units:
                 bar.update(_render_chunk(out_dir, preset.name, seed, split, role, start, stop, batch_pixels))
@@ -149,84 +144,7 @@ def _run_chunks(out_dir: str, preset: CityPreset, seed: int, workers: int, batch
                 for future in futures:
                     bar.update(future.result())
     seconds = time.perf_counter() - started
-    log.info("rendered %d images of %s in %.1f s (%.0f images/s, %d workers)", total, "/".join(
-        s for s in SPLITS if s in splits), seconds, total / max(seconds, 1e-9), workers)
-    return total
-
-
-def _known_splits(splits) -> tuple[str, ...]:
-    """`splits` (a name or several) in SPLITS order; ValueError naming any that is not a split."""
-    splits = (splits,) if isinstance(splits, str) else tuple(splits)
-    unknown = sorted(set(splits) - set(SPLITS))
-    if unknown:
-        raise ValueError(f"splits: {unknown} are not splits of the synthetic city {list(SPLITS)}")
-    return tuple(s for s in SPLITS if s in splits)
-
-
-def _idle_priority() -> str:
-    """Put this process (and the processes it starts) at the lowest CPU priority there is: Linux's SCHED_IDLE
-    where available (it runs when nothing else wants the core; Ray's workers run at niceness 15, and a
-    niceness-19 process still took a share from them), else niceness 19. Returns which."""
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return "SCHED_IDLE"
-        except OSError:
-            pass
-    os.nice(19 - os.nice(0))
-    return "niceness 19"
-
-
-def _render_splits_idle(out_dir: str, preset_name: str, seed: int, splits: tuple[str, ...], workers: int,
-                        batch_pixels: int) -> None:
-    """The background process of `render_in_background`: lowest priority (its render processes inherit it),
-    then `splits` rendered without a progress bar."""
-    os.setpgrp()  # a group of its own (with its render processes), which `BackgroundRender.stop` ends at once
-    priority = _idle_priority()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info("rendering %s in the background at %s", "/".join(splits), priority)
-    _run_chunks(out_dir, get_preset(preset_name), seed, workers, batch_pixels, splits, progress=False)
-
-
-class BackgroundRender:
-    """Splits of a city being rendered by a background process (`render_in_background`). `wait()` blocks
-    until they are done (RuntimeError naming the city and splits if the process failed); `stop()` ends it.
-    Either way the city has no city.json until `finish_city`, so an unfinished city is generated again."""
-
-    def __init__(self, process, out_dir: str, splits: tuple[str, ...], images: int):
-        self.process, self.out_dir, self.splits, self.images = process, out_dir, splits, images
-
-    def wait(self) -> None:
-        self.process.join()
-        if self.process.exitcode != 0:
-            raise RuntimeError(f"rendering the {'/'.join(self.splits)} split(s) of the city at {self.out_dir} failed "
-                               f"(exit code {self.process.exitcode}; its log is above)")
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)  # it and its render processes; nothing to save
-            except ProcessLookupError:  # not yet in a group of its own, so it has started no render process
-                self.process.kill()
-        self.process.join()
-
-
-def render_in_background(out_dir: str, preset: str, seed: int, splits: tuple[str, ...], workers: int | None = None,
-                         batch_pixels: int = RENDER_BATCH_PIXELS) -> BackgroundRender:
-    """Start rendering `splits` of (preset, seed) under out_dir in a background process at the lowest CPU
-    priority (`_idle_priority`), so that it takes the CPU time the caller leaves idle (the demo renders its
-    test area while training)."""
-    config = get_preset(preset)
-    splits = _known_splits(splits)
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    process = multiprocessing.get_context("spawn").Process(
-        target=_render_splits_idle, args=(os.fspath(out_dir), config.name, int(seed), splits, workers,
-                                          int(batch_pixels)), name="city-render", daemon=False)
-    process.start()
-    log.info("rendering the %s split(s) of the city at %s in the background (%d workers)", "/".join(splits),
-             out_dir, workers)
-    return BackgroundRender(process, os.fspath(out_dir), splits,
-                            sum(sum(config.counts[s]) for s in splits))
+    log.info("rendered %d images in %.1f s (%.0f images/s, %d workers)", total, seconds, total / seconds, workers)
 
 
 def _split_dataset(out_dir: str, preset: CityPreset, seed: int, split: str, absolute: bool) -> PlaceDataset:
@@ -286,18 +204,15 @@ def city_is_current(out_dir: str, preset: str, seed: int) -> bool:
 
 
 def generate_city(out_dir: str, preset: str = "small", seed: int = 0, workers: int | None = None,
-                  batch_pixels: int = RENDER_BATCH_PIXELS, splits=SPLITS) -> dict:
+                  batch_pixels: int = RENDER_BATCH_PIXELS) -> dict:
     """Render the synthetic city `preset` (tiny | small | pitts30k | pitts250k) with `seed` under out_dir.
 
     workers: processes rendering in parallel (default os.cpu_count(); 1 renders in this process).
     batch_pixels: pixels per render call (memory and speed only).
-    splits: the splits whose images are rendered now. The .mat files and the manifest always list every
-    split; city.json, which marks a finished city (`city_is_current`), is written only once every split is
-    rendered: here when `splits` holds them all, else by `finish_city` after the rest (`render_in_background`).
     The same (preset, seed) gives byte-identical images and .mat files whatever the worker count and batch.
 
-    Returns {"out_dir", "preset", "seed", "mat": {split: path}, "manifest": path, "city_json": path or None,
-    "counts": {split: {"database": n, "queries": m}}, "rendered": images rendered now, "seconds": wall time}.
+    Returns {"out_dir", "preset", "seed", "mat": {split: path}, "manifest": path, "city_json": path,
+    "counts": {split: {"database": n, "queries": m}}, "seconds": wall time}.
     """
     config = get_preset(preset)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
@@ -305,17 +220,14 @@ def generate_city(out_dir: str, preset: str = "small", seed: int = 0, workers: i
         raise ValueError(f"workers must be >= 1, got {workers}")
     if batch_pixels < 1:
         raise ValueError(f"batch_pixels must be >= 1, got {batch_pixels}")
-    splits = _known_splits(splits)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     started = time.perf_counter()
-    stale_record = os.path.join(out_dir, "city.json")
-    if os.path.exists(stale_record):  # the city is being rewritten: unfinished until finish_city
-        os.remove(stale_record)
     log.info("synthetic city %r (seed %d) -> %s with %d workers", preset, seed, out_dir, workers)
-    rendered = _run_chunks(out_dir, config, int(seed), workers, int(batch_pixels), splits)
+    _run_chunks(out_dir, config, int(seed), workers, int(batch_pixels))
 
-    # Imported here: this pulls in pyarrow, which the image workers never need.
+    # Imported here: these pull in pyarrow, which the image workers never need.
+    from ...store.metadata import detect_git_revision
     from ..manifest import write_manifest
 
     mats, absolute = {}, []
@@ -326,28 +238,7 @@ def generate_city(out_dir: str, preset: str = "small", seed: int = 0, workers: i
         absolute.append(_split_dataset(out_dir, config, int(seed), split, absolute=True))
     manifest = write_manifest(os.path.join(out_dir, "manifest.parquet"), absolute)
     counts = {split: {"database": config.counts[split][0], "queries": config.counts[split][1]} for split in SPLITS}
-    city_json = finish_city(out_dir, preset, int(seed)) if set(SPLITS) <= set(splits) else None
-    return {
-        "out_dir": out_dir,
-        "preset": preset,
-        "seed": int(seed),
-        "mat": mats,
-        "manifest": manifest,
-        "city_json": city_json,
-        "counts": counts,
-        "rendered": rendered,
-        "seconds": time.perf_counter() - started,
-    }
-
-
-def finish_city(out_dir: str, preset: str, seed: int) -> str:
-    """Write city.json, the record that marks the city under out_dir finished (every split rendered);
-    returns its path."""
-    from ...store.metadata import detect_git_revision
-
-    config = get_preset(preset)
-    counts = {split: {"database": config.counts[split][0], "queries": config.counts[split][1]} for split in SPLITS}
-    city_json = os.path.join(os.fspath(out_dir), "city.json")
+    city_json = os.path.join(out_dir, "city.json")
     record = {
         "generator": "sare_core.data.synth",
         "generator_version": GENERATOR_VERSION,
@@ -362,4 +253,14 @@ def finish_city(out_dir: str, preset: str, seed: int) -> str:
     }
     with open(city_json, "w") as f:
         json.dump(record, f, indent=2)
-    return city_json
+    seconds = time.perf_counter() - started
+    return {
+        "out_dir": out_dir,
+        "preset": preset,
+        "seed": int(seed),
+        "mat": mats,
+        "manifest": manifest,
+        "city_json": city_json,
+        "counts": counts,
+        "seconds": seconds,
+    }

@@ -13,13 +13,7 @@ import pytest
 from PIL import Image
 
 from sare_core.data import load_dbstruct, positives_within
-from sare_core.data.synth.city import (
-    city_is_current,
-    finish_city,
-    generate_city,
-    query_times,
-    render_in_background,
-)
+from sare_core.data.synth.city import city_is_current, generate_city, query_times
 from sare_core.data.synth.layout import STRIP_RUNOUT_M, build_layout
 from sare_core.data.synth.presets import PRESETS, SPLITS, get_preset
 from sare_core.data.synth.streams import ImageStreams
@@ -107,32 +101,6 @@ def test_same_seed_is_byte_identical_whatever_the_workers_and_batch(city, tmp_pa
     assert first == second
 
 
-def test_a_split_rendered_in_the_background_completes_the_same_city(city, tmp_path):
-    out = tmp_path / "later"
-    now = generate_city(str(out), preset="tiny", seed=0, workers=1, splits=("train", "val"))
-    assert now["city_json"] is None and now["rendered"] == 128 + 32 + 96 + 24
-    assert not (out / "city.json").exists() and not (out / "images" / "test").exists()
-    assert not city_is_current(str(out), "tiny", 0)
-    rest = render_in_background(str(out), "tiny", 0, ("test",), workers=2)
-    assert rest.images == 96 + 24
-    rest.wait()
-    finish_city(str(out), "tiny", 0)
-    assert city_is_current(str(out), "tiny", 0)
-    assert _digests(str(out)) == _digests(city["out_dir"])
-
-
-def test_a_stopped_background_render_leaves_an_unfinished_city(tmp_path):
-    generate_city(str(tmp_path), preset="tiny", seed=0, workers=1, splits=("train",))
-    rest = render_in_background(str(tmp_path), "tiny", 0, ("val", "test"), workers=2)
-    rest.stop()
-    assert not rest.process.is_alive() and not city_is_current(str(tmp_path), "tiny", 0)
-    # A render that fails (its images cannot be written under a file) is reported by wait(), naming the city.
-    (tmp_path / "a-file.txt").write_text("not a folder")
-    broken = render_in_background(str(tmp_path / "a-file.txt" / "city"), "tiny", 0, ("test",), workers=1)
-    with pytest.raises(RuntimeError, match=r"rendering the test split\(s\) of the city at .*a-file.txt/city failed"):
-        broken.wait()
-
-
 def test_another_seed_gives_another_city(city, splits, tmp_path):
     other = generate_city(str(tmp_path / "other"), preset="tiny", seed=1, workers=1)
     first, second = _digests(city["out_dir"]), _digests(other["out_dir"])
@@ -215,8 +183,6 @@ def test_bad_arguments_fail_before_any_work(tmp_path):
         generate_city(str(tmp_path / "y"), preset="tiny", workers=0)
     with pytest.raises(ValueError, match="batch_pixels"):
         generate_city(str(tmp_path / "z"), preset="tiny", batch_pixels=0)
-    with pytest.raises(ValueError, match=r"splits: \['tset'\] are not splits"):
-        generate_city(str(tmp_path / "z"), preset="tiny", splits=("train", "tset"))
     assert not any((tmp_path / name).exists() for name in "xyz")
 
 

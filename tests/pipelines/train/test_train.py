@@ -176,7 +176,7 @@ def test_a_nonfinite_loss_on_one_worker_is_skipped_on_all_and_counted(tiny_city,
 
 def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_local):
     pid_dir = tmp_path / "pids"
-    config = tiny_config(tiny_city, tmp_path, "killed", epochs=2, pid_dir=str(pid_dir), max_failures=2)
+    config = tiny_config(tiny_city, tmp_path, "killed", epochs=3, pid_dir=str(pid_dir), max_failures=2)
     killed = {}
 
     def kill_rank1_after_first_checkpoint():
@@ -197,7 +197,7 @@ def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_lo
     result = run(config)
     thread.join(timeout=5)
     assert killed, "the worker was never killed"
-    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
     # The restarted worker group wrote new PIDs.
     assert int((pid_dir / "rank1.pid").read_text()) != killed["pid"]
     assert torch.isfinite(torch.tensor([h["loss"] for h in result.history[1:]])).all()
@@ -210,7 +210,7 @@ def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_lo
     assert sorted(rank for rank, _ in epoch1) == ["0", "1"] and {pid for _, pid in epoch1} <= first_group
     restarted = {pid for rank, pid, epoch in reports if pid not in first_group}
     assert restarted and not [e for rank, pid, e in reports if pid in restarted and e in ("0", "1")]
-    assert [e for rank, pid, e in reports if pid in restarted and rank == "0"][-1] == "2"
+    assert [e for rank, pid, e in reports if pid in restarted and rank == "0"][-1] == "3"
 
 
 def test_settings_recorded_by_another_version_are_compared_on_the_fields_both_have(tiny_city, tmp_path, caplog):

@@ -42,16 +42,19 @@ def connect(address: str | None = None, log_to_driver: bool = True) -> bool:
     return True
 
 
+def alive_nodes() -> int:
+    """How many nodes of the connected Ray cluster are alive."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
 
 @contextlib.contextmanager
 def one_node_train_env():
     """Around a Ray Train `fit` (which reads these variables when it starts the run's controller): on a
     one-node cluster, ONE_NODE_TRAIN_ENV's variables that the environment leaves unset are set, and unset
     again afterwards. Yields those set ({} on a multi-node cluster, which keeps Ray Train's defaults)."""
-    import ray
-
-    one_node = sum(1 for node in ray.nodes() if node.get("Alive")) == 1
-    chosen = {k: v for k, v in ONE_NODE_TRAIN_ENV.items() if k not in os.environ} if one_node else {}
+    chosen = {k: v for k, v in ONE_NODE_TRAIN_ENV.items() if k not in os.environ} if alive_nodes() == 1 else {}
     os.environ.update(chosen)
     try:
         yield chosen

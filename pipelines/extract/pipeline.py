@@ -374,7 +374,7 @@ def _execute(jobs: list[_StoreJob], todo: pa.Table, stores: list[dict], run_tag:
     restore = None
     try:
         resources = ray.cluster_resources()
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        nodes = ray_session.alive_nodes()
         plan = plan_resources(config, resources.get("CPU", 1), resources.get("GPU", 0), todo.num_rows,
                               max(job.dim for job in jobs),
                               estimate_pixel_bytes(jobs[0].model, todo.column("path").to_pylist()),

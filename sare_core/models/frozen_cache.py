@@ -36,6 +36,7 @@ class FrozenFeatureCache:
         self.device = torch.device(device)
         self.bytes = 0
         self.hits = self.misses = 0
+        self.adopted = 0  # maps another worker computed and handed over (`adopt`)
         self._maps: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -43,6 +44,12 @@ class FrozenFeatureCache:
 
     def __contains__(self, path: str) -> bool:
         return path in self._maps
+
+    @property
+    def map_shape(self) -> tuple[int, ...] | None:
+        """(C, h, w) of the kept maps; None while none is kept."""
+        first = next(iter(self._maps.values()), None)
+        return None if first is None else tuple(first.shape)
 
     def applies_to(self, model: nn.Module) -> bool:
         """Whether `model` (an EmbeddingModel) runs the frozen module this cache was filled by."""
@@ -90,13 +97,31 @@ class FrozenFeatureCache:
         rows = [fresh[p] if p in fresh else self._maps[p].to(self.device, non_blocking=True) for p in paths]
         return torch.stack(rows)
 
-    def _keep(self, path: str, fmap: torch.Tensor) -> None:
+    def maps(self, paths: Sequence[str]) -> torch.Tensor:
+        """(len(paths), C, h, w) float32 CPU maps of `paths`, every one of which the cache holds."""
+        return torch.stack([self._maps[p] for p in paths])
+
+    def adopt(self, paths: Sequence[str], maps: torch.Tensor) -> int:
+        """Keep `maps` ((len(paths), C, h, w), computed elsewhere by the same frozen layers from the same
+        preprocessing: another DDP worker's) for the paths not held yet, while the budget allows; returns how
+        many were kept."""
+        kept = 0
+        for path, fmap in zip(paths, maps):
+            if path not in self._maps and self._keep(path, fmap):
+                kept += 1
+        self.adopted += kept
+        return kept
+
+    def _keep(self, path: str, fmap: torch.Tensor) -> bool:
         size = fmap.numel() * 4
         if self.bytes + size > self.max_bytes:
-            return
+            return False
         self._maps[path] = fmap.detach().to("cpu", torch.float32).contiguous().clone()
         self.bytes += size
+        return True
 
     def stats(self) -> dict:
-        """Images kept, their bytes, and the lookups served from the cache / computed so far."""
-        return {"images": len(self._maps), "bytes": self.bytes, "hits": self.hits, "misses": self.misses}
+        """Images kept, their bytes, the lookups served from the cache / computed so far, and the maps
+        adopted from other workers."""
+        return {"images": len(self._maps), "bytes": self.bytes, "hits": self.hits, "misses": self.misses,
+                "adopted": self.adopted}

@@ -40,7 +40,10 @@ class TrainingState:
 
     @classmethod
     def start(cls, model: EmbeddingModel, config: TrainConfig) -> TrainingState:
-        """A new run from `model` (the initial model)."""
+        """A new run from `model` (the initial model; in channels-last memory format after this when
+        `config.channels_last`)."""
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model.trainable_parameters(), config)
         return cls(model, optimizer, make_scheduler(optimizer, config))
 

@@ -5,7 +5,10 @@ single process and DDP workers.
 `torch.distributed` process group (gloo on CPUs, NCCL on GPUs; Ray Train sets it up, `sare_core` never
 imports Ray): each worker embeds its share of a list of images (contiguous, or the images its frozen-feature
 cache holds) and all of them receive every descriptor (all-gather), so that mining on every worker sees
-identical descriptors and mines identical tuples.
+identical descriptors and mines identical tuples. With `share_cache`, the frozen-layer maps the workers hold
+of those images are all-gathered too, so that every worker's cache holds every image embedded so far (as its
+budget allows): the training steps that follow (each worker's own share of the mined tuples) find their
+images in it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from ..models.inference import embed_paths
 
 # A worker timed this many times slower than the fastest gets no cheaper a share than this (hundredths).
 MAX_SLOWNESS = 400
+# Frozen maps are handed between workers in all-gathers of at most this many bytes per worker.
+SHARE_BLOCK_BYTES = 64 * 2**20
 
 
 class LocalCollective:
@@ -31,6 +36,7 @@ class LocalCollective:
     world = 1
     last_slowness: np.ndarray | None = None  # one worker: no split by speed
     balance_by_speed = False  # DistributedCollective: weight the shares by the workers' timed paces
+    share_cache = False  # DistributedCollective: hand the frozen maps each worker computes to the others
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -112,6 +118,8 @@ class DistributedCollective(LocalCollective):
         if self.balance_by_speed:
             self._record_pace(time.perf_counter() - started,
                               float(np.where(held[self.rank, share], hit_cost, 1.0).sum()))
+        if cache is not None and self.share_cache:
+            self._share_maps(cache, paths)
         dim = mine.shape[1]
         padded = torch.zeros(max(len(s) for s in shares), dim, dtype=torch.float32, device=self.device)
         padded[: len(mine)] = torch.from_numpy(mine).to(self.device)
@@ -121,6 +129,42 @@ class DistributedCollective(LocalCollective):
         for rows, share in zip(gathered, shares):
             out[share] = rows[: len(share)].cpu().numpy()
         return out
+
+    def _share_maps(self, cache: FrozenFeatureCache, paths: Sequence[str]) -> None:
+        """After an `embed` call, every worker with room in its cache adopts the maps of `paths` that another
+        worker holds (computed in this call or before; the lowest rank holding one sends it). One all-gather
+        says who holds what, the maps' shape and each worker's free bytes; then the maps follow in blocks
+        of at most SHARE_BLOCK_BYTES per worker."""
+        count = len(paths)
+        shape = cache.map_shape or (0, 0, 0)
+        header = np.concatenate([cache.held(paths).astype(np.int64), shape, [cache.max_bytes - cache.bytes]])
+        mine = torch.tensor(header, dtype=torch.int64, device=self.device)
+        everyone = [torch.zeros_like(mine) for _ in range(self.world)]
+        dist.all_gather(everyone, mine)
+        rows = torch.stack(everyone).cpu().numpy()
+        held = rows[:, :count].astype(bool)
+        shape = tuple(int(v) for v in rows[:, count : count + 3].max(axis=0))  # zeros from workers holding none
+        map_bytes = 4 * int(np.prod(shape))
+        if not map_bytes:
+            return
+        wanting = ~held & (rows[:, -1] >= map_bytes)[:, None]  # lacks it and has room for it
+        sent = held.any(axis=0) & wanting.any(axis=0)
+        sender = np.argmax(held, axis=0)  # the lowest rank holding each path
+        outgoing = [np.flatnonzero(sent & (sender == w)) for w in range(self.world)]
+        most = max(len(o) for o in outgoing)
+        per_block = max(1, SHARE_BLOCK_BYTES // map_bytes)
+        for start in range(0, most, per_block):
+            size = min(per_block, most - start)
+            block = torch.zeros((size, *shape), dtype=torch.float32, device=self.device)
+            own = outgoing[self.rank][start : start + size]
+            if len(own):
+                block[: len(own)] = cache.maps([paths[i] for i in own]).to(self.device)
+            gathered = [torch.zeros_like(block) for _ in range(self.world)]
+            dist.all_gather(gathered, block)
+            for w, maps in enumerate(gathered):
+                theirs = outgoing[w][start : start + size]
+                if w != self.rank and len(theirs):
+                    cache.adopt([paths[i] for i in theirs], maps[: len(theirs)])
 
     def _record_pace(self, seconds: float, units: float) -> None:
         """Fold this call's seconds per uncached-image equivalent (re-mining and validation embeddings

@@ -58,6 +58,11 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-3, ge=0)
     lr_step_epochs: int = Field(5, ge=1, description="the learning rate is multiplied by lr_gamma this often")
     lr_gamma: float = Field(0.5, gt=0)
+    lr_warmup_steps: int = Field(
+        0, ge=0, description="the first epoch's first this many steps (per worker) ramp the learning rate "
+        "linearly up to lr (step k of them uses lr x k / lr_warmup_steps, k from 1); 0: none. The first "
+        "steps from a pretrained model, with momentum still building up, are where a run is most likely to "
+        "lose what the model knew")
     max_grad_norm: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="before each step the gradient (all trainable parameters "
         "as one vector, after DDP's averaging) is scaled down to this L2 norm when it is longer; None: never. "
@@ -70,6 +75,15 @@ class TrainConfig(BaseModel):
         2048, ge=0, description="per worker: MiB of frozen-layer feature maps kept per image, so that the layers "
         "before train_from run once per image and run (sare_core.models.frozen_cache); 0: off. Needs a fixed "
         "model.image_size; colour-jittered queries always run through every layer")
+    channels_last: bool = Field(
+        True, description="train the model in channels-last memory format. On CPUs a training step then takes "
+        "about 0.8 of a channels-first one (the depthwise convolutions' backward pass; benchmarks/"
+        "train_step_layout.py); GPUs' convolutions prefer it too. Descriptors move by float rounding only")
+    frozen_cache_shared: bool = Field(
+        True, description="DDP workers hand each other the frozen-layer maps they compute while re-mining and "
+        "validating (all-gathers; each worker's frozen_cache_mb still caps what it keeps), so that a worker's "
+        "training steps find the images another worker embedded. Off: a worker caches only what it computed "
+        "itself. Turn it off where moving maps between nodes costs more than computing them")
     balance_by_speed: bool = Field(
         False, description="re-mining shares weighted by each worker's timed pace, so that a slower worker gets "
         "less (sare_core.training.collective). Off by default: the shares then depend on nothing measured, so "

@@ -47,6 +47,14 @@ def clip_gradient(model: torch.nn.Module, max_norm: float | None) -> float:
     return float(norm)
 
 
+def warmup_factor(config: TrainConfig, epoch: int, step: int) -> float:
+    """The learning-rate multiplier of this worker's `step` (0-based) in `epoch`: (step + 1) / lr_warmup_steps
+    during the first epoch's first lr_warmup_steps steps, else 1."""
+    if epoch != 1 or step >= config.lr_warmup_steps:
+        return 1.0
+    return (step + 1) / config.lr_warmup_steps
+
+
 def epoch_order(gt: GroundTruthForTraining, config: TrainConfig, epoch: int) -> np.ndarray:
     """The training queries (rows) of `epoch`, in training order."""
     order = np.random.default_rng([config.seed, epoch]).permutation(gt.queries)
@@ -146,7 +154,16 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             loss.backward()
             grad_norms.append(clip_gradient(state.model, config.max_grad_norm))
             step_compute_seconds += time.perf_counter() - compute_started
-            state.optimizer.step()
+            factor = warmup_factor(config, epoch, step - 1)
+            if factor < 1.0:  # the scheduler's rate, scaled for this step only
+                scheduled = [group["lr"] for group in state.optimizer.param_groups]
+                for group in state.optimizer.param_groups:
+                    group["lr"] *= factor
+                state.optimizer.step()
+                for group, lr in zip(state.optimizer.param_groups, scheduled):
+                    group["lr"] = lr
+            else:
+                state.optimizer.step()
             losses.append(float(loss.detach()))
             tuples_seen += n
     state.scheduler.step()

@@ -76,6 +76,7 @@ def run_epochs(state: TrainingState, config: TrainConfig, train: PlaceDataset, v
     gt = GroundTruthForTraining.from_dataset(train)
     collective.frozen_cache = frozen_cache(model, config, collective.device)
     collective.balance_by_speed = config.balance_by_speed
+    collective.share_cache = config.frozen_cache_shared
     images = TupleImages(train, model.preprocessor, config.color_jitter, config.seed * 1000 + collective.rank,
                          cache=collective.frozen_cache)
     loss_fn = loss_function(config)

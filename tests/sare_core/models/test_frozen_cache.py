@@ -30,7 +30,8 @@ def test_cached_descriptors_equal_the_whole_models_and_need_no_decoding(toy_stre
     timings = {}
     first = embed_paths(model, paths, batch_size=5, cache=cache, timings=timings)
     np.testing.assert_allclose(first, want, atol=1e-5)
-    assert cache.stats() == {"images": 12, "bytes": cache.bytes, "hits": 0, "misses": 12} and cache.bytes > 0
+    assert cache.stats() == {"images": 12, "bytes": cache.bytes, "hits": 0, "misses": 12, "adopted": 0}
+    assert cache.bytes > 0
     assert timings["forward"] > 0
     for p in paths:
         (tmp_path / p.rsplit("/", 1)[1]).unlink()
@@ -48,6 +49,22 @@ def test_the_budget_bounds_what_is_kept_and_the_rest_is_computed_each_time(toy_s
     for _ in range(2):  # the second pass decodes the 7 images the cache did not keep, within each batch
         np.testing.assert_allclose(embed_paths(model, paths, batch_size=4, cache=cache), want, atol=1e-5)
     assert len(cache) == 3 and cache.bytes == 3 * one_map and cache.misses == 10 + 7
+
+
+def test_adopted_maps_are_served_like_its_own_within_the_budget(toy_street_images):
+    model = tiny_model()
+    paths = [str(p) for p in toy_street_images[:5]]
+    worker = FrozenFeatureCache(model.backbone.frozen, 2**30)  # another worker's cache, filled by embedding
+    want = embed_paths(model, paths, batch_size=5, cache=worker)
+    one_map = worker.bytes // 5
+    assert worker.map_shape is not None and len(worker.maps(paths)) == 5
+    cache = FrozenFeatureCache(model.backbone.frozen, 3 * one_map)
+    assert cache.map_shape is None
+    assert cache.adopt(paths[:2], worker.maps(paths[:2])) == 2
+    assert cache.adopt(paths, worker.maps(paths)) == 1  # 2 held already, room for 1 more
+    assert cache.held(paths).tolist() == [True, True, True, False, False] and cache.adopted == 3
+    np.testing.assert_allclose(embed_paths(model, paths, batch_size=5, cache=cache), want, atol=1e-5)
+    assert (cache.hits, cache.misses) == (3, 2)
 
 
 def test_the_cache_is_refused_where_it_does_not_apply(toy_street_images):

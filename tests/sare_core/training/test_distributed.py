@@ -204,3 +204,58 @@ def _cached_embed_worker(rank: int, world: int, port: int, paths: list[str], out
             torch.save({"gathered": gathered, "counts": counts, "slowness": slowness, "paces": paces}, out)
     finally:
         dist.destroy_process_group()
+
+
+def _shared_cache_worker(rank: int, world: int, port: int, paths: list[str], out: str, share: bool) -> None:
+    from sare_core.models.frozen_cache import FrozenFeatureCache
+    from sare_core.models.inference import embed_paths
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = _cached_model()
+        collective = DistributedCollective("cpu")
+        collective.frozen_cache = cache = FrozenFeatureCache(model.backbone.frozen, 2**30)
+        collective.share_cache = share
+        embed_paths(model, paths[:6] if rank == 0 else paths[6:8], batch_size=3, cache=cache)
+        first = collective.embed(model, paths, batch_size=3)
+        held_after_first = (len(cache), cache.adopted)
+        misses = cache.misses
+        second = collective.embed(model, paths, batch_size=3)
+        result = {"held": collective.gather(held_after_first), "second_misses": collective.gather(cache.misses - misses),
+                  "maps": cache.maps([p for p in paths if p in cache]), "held_paths": [p for p in paths if p in cache]}
+        everyone = collective.gather(result)
+        if rank == 0:
+            torch.save({"first": first, "second": second, "workers": everyone}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_workers_hand_each_other_the_frozen_maps_they_computed(tmp_path, toy_street_images, share):
+    paths = [str(p) for p in toy_street_images[:12]]
+    out = str(tmp_path / "shared.pt")
+    mp.spawn(_shared_cache_worker, args=(2, _free_port(), paths, out, share), nprocs=2, join=True)
+    from sare_core.models.frozen_cache import FrozenFeatureCache
+    from sare_core.models.images import load_rgb
+    from sare_core.models.inference import embed_paths
+
+    result = torch.load(out, weights_only=False)
+    expected = embed_paths(_cached_model(), paths, batch_size=3)
+    np.testing.assert_allclose(result["first"], expected, atol=1e-5)
+    np.testing.assert_allclose(result["second"], expected, atol=1e-5)
+    workers = result["workers"]
+    if share:
+        # the first call split the 4 uncached images 1 / 3 (as without sharing), then each worker adopted what
+        # the other held and computed: worker 0 the 2 + 3 of worker 1, worker 1 the 6 + 1 of worker 0
+        assert workers[0]["held"] == [(12, 5), (12, 7)]
+        assert workers[0]["second_misses"] == [0, 0]
+    else:
+        assert workers[0]["held"] == [(7, 0), (5, 0)]
+    # every map a worker holds, its own or adopted, is what the frozen layers make of that image
+    model = _cached_model()
+    reference, prep = FrozenFeatureCache(model.backbone.frozen, 2**30), model.preprocessor
+    for worker in workers:
+        pixels = prep.normalize_uint8(np.stack([prep.to_uint8(load_rgb(p)) for p in worker["held_paths"]]))
+        torch.testing.assert_close(worker["maps"], reference.compute(pixels), atol=1e-5, rtol=1e-4)

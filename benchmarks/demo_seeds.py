@@ -17,8 +17,12 @@ work per second: W = BACKWARD_COST x trained images + mined images (forward-pass
 image costs a forward and a backward pass, BACKWARD_COST forward passes in all, measured by
 benchmarks/train_throughput.py as train_step_s_per_image / forward_s_per_image; 3 if that JSON lacks it).
 Images the frozen-feature cache served skip the frozen layers: each counts the frozen share of a forward pass
-less (results/frozen_cache.json, benchmarks/frozen_cache.py). This run's median epoch rate of W against the
-slow host's is the slowdown factor of every stage but the city; the city stage is scaled by its own rate on
+less (results/frozen_cache.json, benchmarks/frozen_cache.py). A run that trained in channels-last
+(`train.channels_last`, the default since 2026-12-03; the slow hosts trained channels-first) counts each
+training image's trainable layers (forward + backward) at the measured channels-last / channels-first step
+ratio (results/train_step_layout.json, benchmarks/train_step_layout.py): otherwise its faster steps would read
+as a faster host. This run's median epoch rate of W against the slow host's is the slowdown factor of every
+stage but the city; the city stage is scaled by its own rate on
 the slow host (the small preset's 7,800 images in 121 s there, 48 s on the fast host: 2.5x).
 
 Results go to results/demo_seeds[_<label>].json after every seed; a rerun skips seeds already there with the
@@ -149,30 +153,57 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
         previous = ended
     trained_epochs = [e for e in summary["epochs"] if e["epoch"] > 0]
     rates = sorted(e["tuples_per_s"] for e in trained_epochs)
-    median_rate = rates[len(rates) // 2]
-    backward_cost = backward_cost_factor()
-    frozen_share = frozen_share_of_forward()
-    work_rates = sorted(work_units(e, backward_cost, frozen_share) / e["seconds"] for e in trained_epochs)
-    median_work_rate = work_rates[len(work_rates) // 2]
-    slow_host_work_rate = min(SLOW_HOST_WORK_PER_S_SEEN, work_units(SLOW_HOST_EPOCH, backward_cost)
-                              * SLOW_HOST_TUPLES_PER_S / SLOW_HOST_EPOCH["tuples"])
-    slowdown_by_work = median_work_rate / slow_host_work_rate
-    slowdown_by_city = city_images(out_dir) / stages["city"]["wall_s"] / SLOW_HOST_CITY_IMAGES_PER_S
-    projected_s = sum(st["wall_s"] * (slowdown_by_city if name == "city" else slowdown_by_work)
-                      for name, st in stages.items())
-    return {
+    run = {
         "seed": seed, "command": " ".join(["sare"] + command[3:]),
         "recall@1": summary["recall@1"], "gain_recall@1": summary["gain_recall@1"],
         "best_epoch": summary["best_epoch"], "epochs": summary["epochs"],
         "wall_minutes": wall / 60, "demo_minutes": summary["minutes"],
         "cpu_seconds": round(sampler.samples[-1][1], 1) if sampler.samples else None,
-        "stages": stages, "training_tuples_per_s_median": median_rate,
-        "backward_cost_forward_passes": backward_cost, "work_per_s_median": median_work_rate,
-        "slow_host_work_per_s": slow_host_work_rate, "slowdown_by_work": slowdown_by_work,
-        "slowdown_by_city": slowdown_by_city, "frozen_share_of_forward": frozen_share,
-        "projected_minutes_on_slowest_host": projected_s / 60,
+        "stages": stages, "training_tuples_per_s_median": rates[len(rates) // 2],
+        "city_images": city_images(out_dir), "trained_channels_last": trains_channels_last(config, overrides),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
     }
+    return {**run, **projection(run)}
+
+
+def projection(run: dict) -> dict:
+    """The slow-host figures of one run's record (its stages, epochs and city size; a record without
+    `trained_channels_last` trained channels-first, as every run before that field did)."""
+    trained_epochs = [e for e in run["epochs"] if e["epoch"] > 0]
+    backward_cost = backward_cost_factor()
+    frozen_share = frozen_share_of_forward()
+    layout = step_layout_ratio() if run.get("trained_channels_last") else 1.0
+    work_rates = sorted(work_units(e, backward_cost, frozen_share, layout) / e["seconds"] for e in trained_epochs)
+    median_work_rate = work_rates[len(work_rates) // 2]
+    slow_host_work_rate = min(SLOW_HOST_WORK_PER_S_SEEN, work_units(SLOW_HOST_EPOCH, backward_cost)
+                              * SLOW_HOST_TUPLES_PER_S / SLOW_HOST_EPOCH["tuples"])
+    slowdown_by_work = median_work_rate / slow_host_work_rate
+    images = run.get("city_images")
+    if images is None:  # a record from before that field: its city rate is in its own slowdown_by_city
+        images = run["slowdown_by_city"] * run["stages"]["city"]["wall_s"] * SLOW_HOST_CITY_IMAGES_PER_S
+    slowdown_by_city = images / run["stages"]["city"]["wall_s"] / SLOW_HOST_CITY_IMAGES_PER_S
+    projected_s = sum(st["wall_s"] * (slowdown_by_city if name == "city" else slowdown_by_work)
+                      for name, st in run["stages"].items())
+    return {
+        "backward_cost_forward_passes": backward_cost, "frozen_share_of_forward": frozen_share,
+        "channels_last_step_ratio": layout, "work_per_s_median": median_work_rate,
+        "slow_host_work_per_s": slow_host_work_rate, "slowdown_by_work": slowdown_by_work,
+        "slowdown_by_city": slowdown_by_city, "projected_minutes_on_slowest_host": projected_s / 60,
+    }
+
+
+def trains_channels_last(config: str, overrides: list[str]) -> bool:
+    """Whether `sare demo --config config --set ...overrides` trains in channels-last."""
+    from pipelines.demo.job import DemoConfig
+    from sare_core.config_io import load_config
+
+    return bool(load_config(DemoConfig, os.path.join(REPO, config), overrides).train.channels_last)
+
+
+def step_layout_ratio() -> float:
+    """A channels-last training step's time over a channels-first one's (results/train_step_layout.json)."""
+    with open(os.path.join(REPO, "results", "train_step_layout.json")) as f:
+        return float(json.load(f)["channels_last_over_channels_first_median"])
 
 
 def city_images(out_dir: str) -> int:
@@ -202,11 +233,15 @@ def frozen_share_of_forward() -> float:
         return 0.0
 
 
-def work_units(epoch: dict, backward_cost: float, frozen_share: float = 0.0) -> float:
-    """An epoch's work in forward-pass equivalents: trained images cost backward_cost, mined images 1, less
-    the frozen layers' share of a forward pass for each image the frozen-feature cache served."""
-    cached = epoch.get("trained_cached_images", 0) + epoch.get("mined_cached_images", 0)
-    return backward_cost * epoch["trained_images"] + epoch["mined_images"] - frozen_share * cached
+def work_units(epoch: dict, backward_cost: float, frozen_share: float = 0.0, layout: float = 1.0) -> float:
+    """An epoch's work in channels-first forward-pass equivalents: trained images cost backward_cost, mined
+    images 1, less the frozen layers' share of a forward pass for each image the frozen-feature cache served;
+    a trained image's trainable layers (backward_cost - frozen_share) count `layout` times as much (the
+    channels-last step ratio for a run that trained channels-last, else 1)."""
+    trained, mined = epoch["trained_images"], epoch["mined_images"]
+    trained_cached, mined_cached = epoch.get("trained_cached_images", 0), epoch.get("mined_cached_images", 0)
+    return (trained * (backward_cost - frozen_share) * layout + frozen_share * (trained - trained_cached)
+            + mined - frozen_share * mined_cached)
 
 
 def main(argv=None) -> int:
@@ -227,7 +262,7 @@ def main(argv=None) -> int:
             record = json.load(f)
         if record.get("config_key") != key:
             record = {}
-    runs = {r["seed"]: r for r in record.get("runs", [])}
+    runs = {r["seed"]: {**r, **projection(r)} for r in record.get("runs", [])}  # with this version's projection
     for seed in args.seeds:
         if seed in runs:
             print(f"seed {seed}: done ({100 * runs[seed]['gain_recall@1']:+.1f} R@1)")
@@ -242,25 +277,32 @@ def main(argv=None) -> int:
               f"{r['projected_minutes_on_slowest_host']:.1f} min projected on the slowest host", flush=True)
         if not args.keep_runs:
             shutil.rmtree(out_dir, ignore_errors=True)
-        ordered = [runs[s] for s in sorted(runs)]
-        gains = [r["gain_recall@1"] for r in ordered]
-        projected = [r["projected_minutes_on_slowest_host"] for r in ordered]
-        record = {
-            "config": args.config, "overrides": args.set, "config_key": key, "runs": ordered,
-            "gain_recall@1": {"min": min(gains), "mean": sum(gains) / len(gains), "max": max(gains)},
-            "projected_minutes_on_slowest_host_max": max(projected),
-            "goal": f"gain >= {GOAL_GAIN:.2f} R@1 on every seed and < {GOAL_MINUTES:.0f} min on the slowest host "
-                    f"({SLOW_HOST_TUPLES_PER_S} training tuples/s)",
-            "met": min(gains) >= GOAL_GAIN and max(projected) < GOAL_MINUTES,
-            "slow_host_tuples_per_s": SLOW_HOST_TUPLES_PER_S,
-            "host": platform.node(), "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
-            "written": time.strftime("%Y-%m-%d %H:%M"),
-        }
-        os.makedirs(os.path.dirname(out_path), exist_ok=True)
-        with open(out_path, "w") as f:
-            json.dump(record, f, indent=2)
-        print(f"wrote {os.path.relpath(out_path, REPO)}", flush=True)
+        write_record(out_path, args, key, runs)
+    if runs:  # also when every seed was done: the records get this version's projection
+        write_record(out_path, args, key, runs)
     return 0
+
+
+def write_record(out_path: str, args, key: str, runs: dict) -> None:
+    """results/demo_seeds[_label].json from the runs so far (seed order)."""
+    ordered = [runs[s] for s in sorted(runs)]
+    gains = [r["gain_recall@1"] for r in ordered]
+    projected = [r["projected_minutes_on_slowest_host"] for r in ordered]
+    record = {
+        "config": args.config, "overrides": args.set, "config_key": key, "runs": ordered,
+        "gain_recall@1": {"min": min(gains), "mean": sum(gains) / len(gains), "max": max(gains)},
+        "projected_minutes_on_slowest_host_max": max(projected),
+        "goal": f"gain >= {GOAL_GAIN:.2f} R@1 on every seed and < {GOAL_MINUTES:.0f} min on the slowest host "
+                f"({SLOW_HOST_TUPLES_PER_S} training tuples/s)",
+        "met": min(gains) >= GOAL_GAIN and max(projected) < GOAL_MINUTES,
+        "slow_host_tuples_per_s": SLOW_HOST_TUPLES_PER_S,
+        "host": platform.node(), "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
+        "written": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(record, f, indent=2)
+    print(f"wrote {os.path.relpath(out_path, REPO)}", flush=True)
 
 
 def _cpu_model() -> str:

@@ -9,7 +9,8 @@ One process, --threads torch threads, one step = --tuples tuples of (query, posi
 negatives): forward through the trainable layers, loss, backward, SGD step. Each round times --repeats steps
 in each layout, the two alternating; the figure is each round's ratio of the medians (channels-last over
 channels-first) and their median. Also the largest difference between the two layouts' descriptors of one
-batch (the same weights), the float rounding a run's numbers move by.
+batch (the same weights), the float rounding a run's numbers move by, and, from torch's profiler, the share
+of a step's CPU time each layout spends in the depthwise convolutions' backward pass.
 """
 
 from __future__ import annotations
@@ -29,6 +30,24 @@ sys.path.insert(0, REPO)
 
 from sare_core.losses import LossSpec, build_loss  # noqa: E402
 from sare_core.models import ModelConfig, build_model  # noqa: E402
+
+
+def depthwise_backward_share(step, model, maps: torch.Tensor, layout) -> float:
+    """The share of a step's CPU time (torch's profiler, self time of 3 steps) in the backward pass of the
+    depthwise convolutions (weights of shape (C, 1, k, k))."""
+    model.to(memory_format=layout)
+    inputs = maps.contiguous(memory_format=layout)
+    step(inputs)
+    with torch.autograd.profiler.profile(record_shapes=True) as prof:
+        for _ in range(3):
+            step(inputs)
+    total = depthwise = 0.0
+    for event in prof.key_averages(group_by_input_shape=True):
+        total += event.self_cpu_time_total
+        shapes = event.input_shapes or []
+        if event.key == "aten::convolution_backward" and len(shapes) > 2 and len(shapes[2]) == 4 and shapes[2][1] == 1:
+            depthwise += event.self_cpu_time_total
+    return depthwise / total if total else 0.0
 
 
 def main(argv=None) -> int:
@@ -93,6 +112,7 @@ def main(argv=None) -> int:
         print(f"round {r}: channels-first {times['channels_first'] * 1000:.0f} ms, channels-last "
               f"{times['channels_last'] * 1000:.0f} ms per step ({rounds[-1]['ratio']:.3f})", flush=True)
     ratio = statistics.median(r["ratio"] for r in rounds)
+    backward_shares = {name: depthwise_backward_share(step, model, maps, layout) for name, layout in layouts.items()}
     record = {
         "command": " ".join(["benchmarks/train_step_layout.py"] + (argv if argv is not None else sys.argv[1:])),
         "settings": vars(args) | {"out": None},
@@ -101,6 +121,7 @@ def main(argv=None) -> int:
         "step_seconds_median": {name: statistics.median(r[name] for r in rounds) for name in layouts},
         "channels_last_over_channels_first_median": ratio,
         "descriptor_max_abs_difference": float((first - last).abs().max()),
+        "depthwise_backward_share_of_step": backward_shares,
         "host": platform.node(), "cpus": os.cpu_count(), "torch": torch.__version__,
         "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }

@@ -44,7 +44,7 @@ RUN_CONFIG_FILE = "run_config.json"  # the settings a run was started (or last r
 RESUMABLE_CHANGES = frozenset({
     "name", "storage_path", "epochs", "num_workers", "use_gpu", "cpus_per_worker", "frozen_cache_mb",
     "extract_batch_size", "max_failures", "pid_dir", "inject_nonfinite", "mining_log_dir", "max_nonfinite_steps",
-    "val_store_dir", "balance_by_speed", "frozen_cache_shared",
+    "val_store_dir", "balance_by_speed", "frozen_cache_shared", "channels_last",
 })
 
 

@@ -26,7 +26,8 @@ stage but the city; the city stage is scaled by its own rate on
 the slow host (the small preset's 7,800 images in 121 s there, 48 s on the fast host: 2.5x).
 
 Results go to results/demo_seeds[_<label>].json after every seed; a rerun skips seeds already there with the
-same config and overrides.
+same config and overrides. `--reproject` rewrites a results file's projections with this version's model
+(keeping the host and date it was measured on).
 """
 
 from __future__ import annotations
@@ -251,6 +252,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="demo override (all seeds)")
     p.add_argument("--label", default="", help="suffix of the results file and the run folders")
     p.add_argument("--keep-runs", action="store_true", help="keep each seed's output folder")
+    p.add_argument("--reproject", action="store_true",
+                   help="rewrite the results file with this version's slow-host projection (its host and date kept)")
     args = p.parse_args(argv)
 
     suffix = f"_{args.label}" if args.label else ""
@@ -262,7 +265,9 @@ def main(argv=None) -> int:
             record = json.load(f)
         if record.get("config_key") != key:
             record = {}
-    runs = {r["seed"]: {**r, **projection(r)} for r in record.get("runs", [])}  # with this version's projection
+    runs = {r["seed"]: r for r in record.get("runs", [])}
+    if args.reproject:
+        runs = {seed: {**r, **projection(r)} for seed, r in runs.items()}
     for seed in args.seeds:
         if seed in runs:
             print(f"seed {seed}: done ({100 * runs[seed]['gain_recall@1']:+.1f} R@1)")
@@ -278,13 +283,14 @@ def main(argv=None) -> int:
         if not args.keep_runs:
             shutil.rmtree(out_dir, ignore_errors=True)
         write_record(out_path, args, key, runs)
-    if runs:  # also when every seed was done: the records get this version's projection
-        write_record(out_path, args, key, runs)
+    if args.reproject and runs:
+        write_record(out_path, args, key, runs, measured=record)
     return 0
 
 
-def write_record(out_path: str, args, key: str, runs: dict) -> None:
-    """results/demo_seeds[_label].json from the runs so far (seed order)."""
+def write_record(out_path: str, args, key: str, runs: dict, measured: dict | None = None) -> None:
+    """results/demo_seeds[_label].json from the runs so far (seed order). `measured`: the record being
+    reprojected, whose host and date are kept (the date of the reprojection is added)."""
     ordered = [runs[s] for s in sorted(runs)]
     gains = [r["gain_recall@1"] for r in ordered]
     projected = [r["projected_minutes_on_slowest_host"] for r in ordered]
@@ -299,6 +305,9 @@ def write_record(out_path: str, args, key: str, runs: dict) -> None:
         "host": platform.node(), "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
         "written": time.strftime("%Y-%m-%d %H:%M"),
     }
+    if measured:
+        record.update({k: measured[k] for k in ("host", "cpus", "cpu_model", "written") if k in measured})
+        record["reprojected"] = time.strftime("%Y-%m-%d %H:%M")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     with open(out_path, "w") as f:
         json.dump(record, f, indent=2)

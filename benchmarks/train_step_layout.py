@@ -7,7 +7,8 @@ demo's steps run.
 
 One process, --threads torch threads, one step = --tuples tuples of (query, positive, --negatives
 negatives): forward through the trainable layers, loss, backward, SGD step. Each round times --repeats steps
-in each layout, the two alternating; the figure is each round's ratio of the medians (channels-last over
+in each layout (a fresh SGD with momentum each time, the inputs channels-first as the frozen-feature cache
+stacks them), the two alternating; the figure is each round's ratio of the medians (channels-last over
 channels-first) and their median. Also the largest difference between the two layouts' descriptors of one
 batch (the same weights), the float rounding a run's numbers move by, and, from torch's profiler, the share
 of a step's CPU time each layout spends in the depthwise convolutions' backward pass.
@@ -32,11 +33,9 @@ from sare_core.losses import LossSpec, build_loss  # noqa: E402
 from sare_core.models import ModelConfig, build_model  # noqa: E402
 
 
-def depthwise_backward_share(step, model, maps: torch.Tensor, layout) -> float:
-    """The share of a step's CPU time (torch's profiler, self time of 3 steps) in the backward pass of the
-    depthwise convolutions (weights of shape (C, 1, k, k))."""
-    model.to(memory_format=layout)
-    inputs = maps.contiguous(memory_format=layout)
+def depthwise_backward_share(step, inputs: torch.Tensor) -> float:
+    """The share of `step(inputs)`'s CPU time (torch's profiler, self time of 3 steps after one) in the
+    backward pass of the depthwise convolutions (weights of shape (C, 1, k, k))."""
     step(inputs)
     with torch.autograd.profiler.profile(record_shapes=True) as prof:
         for _ in range(3):
@@ -77,8 +76,13 @@ def main(argv=None) -> int:
     n, per_tuple = args.tuples, 2 + args.negatives
     with torch.no_grad():
         maps = model.backbone.frozen.eval()(torch.randn(n * per_tuple, 3, *args.image_size))
-    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=1e-4, momentum=0.9)
     layouts = {"channels_first": torch.contiguous_format, "channels_last": torch.channels_last}
+
+    optimizer = None
+
+    def fresh_optimizer() -> None:  # its momentum buffers take the layout the weights have now
+        nonlocal optimizer
+        optimizer = torch.optim.SGD(model.trainable_parameters(), lr=1e-4, momentum=0.9)
 
     def step(inputs: torch.Tensor) -> None:
         desc = model(inputs, from_frozen=True)
@@ -89,7 +93,8 @@ def main(argv=None) -> int:
 
     def timed(layout) -> float:
         model.to(memory_format=layout)
-        inputs = maps.contiguous(memory_format=layout)
+        fresh_optimizer()
+        inputs = maps  # channels-first in both: training stacks the cache's contiguous maps
         step(inputs)  # warm-up in this layout
         seconds = []
         for _ in range(args.repeats):
@@ -112,7 +117,11 @@ def main(argv=None) -> int:
         print(f"round {r}: channels-first {times['channels_first'] * 1000:.0f} ms, channels-last "
               f"{times['channels_last'] * 1000:.0f} ms per step ({rounds[-1]['ratio']:.3f})", flush=True)
     ratio = statistics.median(r["ratio"] for r in rounds)
-    backward_shares = {name: depthwise_backward_share(step, model, maps, layout) for name, layout in layouts.items()}
+    backward_shares = {}
+    for name, layout in layouts.items():
+        model.to(memory_format=layout)
+        fresh_optimizer()
+        backward_shares[name] = depthwise_backward_share(step, maps)
     record = {
         "command": " ".join(["benchmarks/train_step_layout.py"] + (argv if argv is not None else sys.argv[1:])),
         "settings": vars(args) | {"out": None},

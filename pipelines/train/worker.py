@@ -17,7 +17,13 @@ import torch
 from sare_core.data.sources import open_splits
 from sare_core.models.io import load_model
 from sare_core.paths import join
-from sare_core.training.checkpoint import TrainingState, checkpoints_by_epoch, load_state, save_checkpoint
+from sare_core.training.checkpoint import (
+    TrainingState,
+    checkpoints_by_epoch,
+    load_state,
+    place_optimizer_state,
+    save_checkpoint,
+)
 from sare_core.training.collective import collective_for
 from sare_core.training.config import TrainConfig
 from sare_core.training.loop import run_epochs
@@ -62,6 +68,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         splits = {**splits, **open_splits(config.eval_dataset), config.train_split: splits[config.train_split]}
     state = _resumed_state(config, rank) or TrainingState.start(load_model(loop_config["initial_model"]), config)
     forward = ray.train.torch.prepare_model(state.model)  # to the device; DDP when world > 1
+    place_optimizer_state(state.optimizer)  # a resumed run's momentum follows the model to the device
 
     # Reports name the worker group's placement group, so that a driver which stops this run from outside
     # (Ray Tune's early stopping) can release it (pipelines.tune.cleanup); the history does not keep it.

@@ -116,7 +116,9 @@ class FrozenFeatureCache:
         size = fmap.numel() * 4
         if self.bytes + size > self.max_bytes:
             return False
-        self._maps[path] = fmap.detach().to("cpu", torch.float32).contiguous().clone()
+        kept = torch.empty(fmap.shape, dtype=torch.float32)  # one copy: to the CPU, float32, contiguous
+        kept.copy_(fmap.detach())
+        self._maps[path] = kept
         self.bytes += size
         return True
 

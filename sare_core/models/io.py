@@ -35,7 +35,7 @@ def model_hash(model: EmbeddingModel) -> str:
 
 def model_payload(model: EmbeddingModel, metadata: dict | None = None) -> dict:
     """The dict that `save_model` writes (also embeddable in a training checkpoint)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # layout-free on disk
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -48,6 +48,19 @@ class TrainingState:
         return cls(model, optimizer, make_scheduler(optimizer, config))
 
 
+def place_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Put each parameter's optimiser state tensors of its shape (SGD's momentum buffers) on its device and
+    in its memory layout. `load_state_dict` places them where the parameters were when it ran; call this
+    after the model moved (Ray Train's `prepare_model` to a GPU) or changed layout (a resume that switched
+    `channels_last`)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            saved = optimizer.state.get(param, {})
+            for key, value in saved.items():
+                if torch.is_tensor(value) and value.shape == param.shape:
+                    saved[key] = torch.empty_like(param).copy_(value)
+
+
 def save_checkpoint(directory: str, state: TrainingState) -> str:
     """Write `state` as `directory`/checkpoint.pt (a local folder, created); returns the file's path."""
     arrays = state.mining.to_arrays()

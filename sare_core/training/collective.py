@@ -106,10 +106,7 @@ class DistributedCollective(LocalCollective):
             held = np.zeros((self.world, len(paths)), dtype=bool)
             hit_cost = 1.0
         else:
-            mine = torch.from_numpy(cache.held(paths).astype(np.uint8)).to(self.device)
-            everyone = [torch.zeros_like(mine) for _ in range(self.world)]
-            dist.all_gather(everyone, mine)
-            held, hit_cost = torch.stack(everyone).cpu().numpy().astype(bool), cache.hit_cost
+            held, hit_cost = self._gather_rows(cache.held(paths).astype(np.uint8)).astype(bool), cache.hit_cost
         shares = cache_affine_shares(held, hit_cost, slowness)
         share = shares[self.rank]
         started = time.perf_counter()
@@ -131,24 +128,27 @@ class DistributedCollective(LocalCollective):
         return out
 
     def _share_maps(self, cache: FrozenFeatureCache, paths: Sequence[str]) -> None:
-        """After an `embed` call, every worker with room in its cache adopts the maps of `paths` that another
-        worker holds (computed in this call or before; the lowest rank holding one sends it). One all-gather
-        says who holds what, the maps' shape and each worker's free bytes; then the maps follow in blocks
-        of at most SHARE_BLOCK_BYTES per worker."""
+        """After an `embed` call, every worker adopts the maps of `paths` that another worker holds (computed
+        in this call or before; the lowest rank holding one sends it), provided every worker has room for
+        all it lacks: copies that fill a worker's budget would shrink what the caches hold between them, so
+        once one would overflow, nothing more is shared and each keeps what it computes. One all-gather says
+        who holds what, the maps' shape and each worker's free bytes; then the maps follow in blocks of at
+        most SHARE_BLOCK_BYTES per worker."""
         count = len(paths)
         shape = cache.map_shape or (0, 0, 0)
-        header = np.concatenate([cache.held(paths).astype(np.int64), shape, [cache.max_bytes - cache.bytes]])
-        mine = torch.tensor(header, dtype=torch.int64, device=self.device)
-        everyone = [torch.zeros_like(mine) for _ in range(self.world)]
-        dist.all_gather(everyone, mine)
-        rows = torch.stack(everyone).cpu().numpy()
+        if len(shape) != 3:
+            raise ValueError(f"frozen maps of shape {shape}: sharing them needs (C, h, w) maps")
+        held = cache.held(paths).astype(np.int64)
+        rows = self._gather_rows(np.concatenate([held, shape, [cache.max_bytes - cache.bytes]]))
         held = rows[:, :count].astype(bool)
         shape = tuple(int(v) for v in rows[:, count : count + 3].max(axis=0))  # zeros from workers holding none
         map_bytes = 4 * int(np.prod(shape))
-        if not map_bytes:
+        sent = held.any(axis=0) & ~held.all(axis=0)  # held somewhere, lacking somewhere
+        if not map_bytes or not sent.any():
             return
-        wanting = ~held & (rows[:, -1] >= map_bytes)[:, None]  # lacks it and has room for it
-        sent = held.any(axis=0) & wanting.any(axis=0)
+        lacking = (~held & sent).sum(axis=1)  # per worker: the maps it would adopt
+        if (rows[:, -1] < lacking * map_bytes).any():
+            return
         sender = np.argmax(held, axis=0)  # the lowest rank holding each path
         outgoing = [np.flatnonzero(sent & (sender == w)) for w in range(self.world)]
         most = max(len(o) for o in outgoing)
@@ -164,7 +164,15 @@ class DistributedCollective(LocalCollective):
             for w, maps in enumerate(gathered):
                 theirs = outgoing[w][start : start + size]
                 if w != self.rank and len(theirs):
-                    cache.adopt([paths[i] for i in theirs], maps[: len(theirs)])
+                    cache.adopt([paths[i] for i in theirs], maps[: len(theirs)].cpu())  # one copy per block
+
+    def _gather_rows(self, row: np.ndarray) -> np.ndarray:
+        """(world, len(row)) every worker's `row` (1-D, the same length and dtype on every worker), in rank
+        order, through one all-gather on this worker's device."""
+        mine = torch.from_numpy(np.ascontiguousarray(row)).to(self.device)
+        everyone = [torch.zeros_like(mine) for _ in range(self.world)]
+        dist.all_gather(everyone, mine)
+        return torch.stack(everyone).cpu().numpy()
 
     def _record_pace(self, seconds: float, units: float) -> None:
         """Fold this call's seconds per uncached-image equivalent (re-mining and validation embeddings
@@ -178,10 +186,8 @@ class DistributedCollective(LocalCollective):
         """(world,) int relative slowness from every worker's pace (the fastest 100, capped at
         MAX_SLOWNESS); None until every worker has timed a share. The same on every worker: each computes
         it from the same gathered float64 values."""
-        mine = torch.tensor([self.pace or 0.0], dtype=torch.float64, device=self.device)
-        everyone = [torch.zeros_like(mine) for _ in range(self.world)]
-        dist.all_gather(everyone, mine)
-        self.last_slowness = slowness_from_paces(torch.cat(everyone).cpu().numpy())
+        paces = self._gather_rows(np.array([self.pace or 0.0], dtype=np.float64))[:, 0]
+        self.last_slowness = slowness_from_paces(paces)
         return self.last_slowness
 
     def any(self, flag: bool) -> bool:

@@ -78,12 +78,14 @@ class TrainConfig(BaseModel):
     channels_last: bool = Field(
         True, description="train the model in channels-last memory format. On CPUs a training step then takes "
         "about 0.8 of a channels-first one (the depthwise convolutions' backward pass; benchmarks/"
-        "train_step_layout.py); GPUs' convolutions prefer it too. Descriptors move by float rounding only")
+        "train_step_layout.py); on GPUs cuDNN usually prefers it as well, not measured here. Descriptors move "
+        "by float rounding only")
     frozen_cache_shared: bool = Field(
         True, description="DDP workers hand each other the frozen-layer maps they compute while re-mining and "
-        "validating (all-gathers; each worker's frozen_cache_mb still caps what it keeps), so that a worker's "
-        "training steps find the images another worker embedded. Off: a worker caches only what it computed "
-        "itself. Turn it off where moving maps between nodes costs more than computing them")
+        "validating (all-gathers), so that a worker's training steps find the images another worker embedded; "
+        "only while every worker has room in frozen_cache_mb for all it lacks, after which each keeps what it "
+        "computes (copies would shrink what the caches hold between them). Off: a worker caches only what it "
+        "computed itself. Turn it off where moving maps between nodes costs more than computing them")
     balance_by_speed: bool = Field(
         False, description="re-mining shares weighted by each worker's timed pace, so that a slower worker gets "
         "less (sare_core.training.collective). Off by default: the shares then depend on nothing measured, so "

@@ -154,16 +154,12 @@ def train_epoch(state: TrainingState, config: TrainConfig, train: PlaceDataset, 
             loss.backward()
             grad_norms.append(clip_gradient(state.model, config.max_grad_norm))
             step_compute_seconds += time.perf_counter() - compute_started
-            factor = warmup_factor(config, epoch, step - 1)
-            if factor < 1.0:  # the scheduler's rate, scaled for this step only
-                scheduled = [group["lr"] for group in state.optimizer.param_groups]
-                for group in state.optimizer.param_groups:
-                    group["lr"] *= factor
-                state.optimizer.step()
-                for group, lr in zip(state.optimizer.param_groups, scheduled):
-                    group["lr"] = lr
-            else:
-                state.optimizer.step()
+            scheduled = [group["lr"] for group in state.optimizer.param_groups]
+            for group in state.optimizer.param_groups:  # the scheduler's rate, scaled for this step only
+                group["lr"] *= warmup_factor(config, epoch, step - 1)
+            state.optimizer.step()
+            for group, lr in zip(state.optimizer.param_groups, scheduled):
+                group["lr"] = lr
             losses.append(float(loss.detach()))
             tuples_seen += n
     state.scheduler.step()

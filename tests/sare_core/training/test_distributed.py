@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from sare_core.losses import sare_loss
 from sare_core.models.config import ModelConfig
 from sare_core.models.embedding import build_model
+from sare_core.models.images import load_rgb
 from sare_core.training.collective import DistributedCollective
 from sare_core.training.config import TrainConfig
 from sare_core.training.optim import make_optimizer
@@ -55,7 +56,7 @@ def _step(model, optimizer, images_per_rank: list[torch.Tensor]) -> None:
     optimizer.step()
 
 
-def _worker(rank: int, world: int, backend: str, port: int, out: str) -> None:
+def _worker(rank: int, world: int, backend: str, port: int, out: str, channels_last: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
@@ -64,6 +65,8 @@ def _worker(rank: int, world: int, backend: str, port: int, out: str) -> None:
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         model = _model(device).train()
+        if channels_last:  # as TrainingState.start converts it, before DDP sees it
+            model.to(memory_format=torch.channels_last)
         ddp = DistributedDataParallel(model, device_ids=[rank] if backend == "nccl" else None)
         optimizer = make_optimizer(model.trainable_parameters(), TrainConfig(dataset="-", lr=0.05))
         loss = _loss(ddp(_batch(rank, device)))
@@ -75,15 +78,15 @@ def _worker(rank: int, world: int, backend: str, port: int, out: str) -> None:
         flags = collective.any(rank == 1), collective.any(False)
         sums = collective.sum([rank + 1.0, 2.0])
         if rank == 0:
-            state = {k: v.cpu() for k, v in model.state_dict().items()}
+            state = {k: v.cpu().contiguous() for k, v in model.state_dict().items()}
             torch.save({"state": state, "gathered": gathered, "flags": flags, "sums": sums}, out)
     finally:
         dist.destroy_process_group()
 
 
-def _run(backend: str, tmp_path) -> dict:
+def _run(backend: str, tmp_path, channels_last: bool = False) -> dict:
     out = str(tmp_path / f"{backend}.pt")
-    mp.spawn(_worker, args=(2, backend, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, backend, _free_port(), out, channels_last), nprocs=2, join=True)
     return torch.load(out, weights_only=True)
 
 
@@ -105,6 +108,11 @@ def test_a_two_process_gloo_ddp_step_equals_one_process(tmp_path):
     result = _run("gloo", tmp_path)
     _assert_same_weights(result["state"], _single_process("cpu"), atol=1e-6)
     assert result["gathered"] == [0, 10] and result["flags"] == (True, False) and result["sums"] == [3.0, 4.0]
+
+
+def test_a_ddp_step_in_channels_last_equals_one_channels_first_process(tmp_path):
+    result = _run("gloo", tmp_path, channels_last=True)
+    _assert_same_weights(result["state"], _single_process("cpu"), atol=1e-5)
 
 
 @pytest.mark.gpu
@@ -207,9 +215,14 @@ def _cached_embed_worker(rank: int, world: int, port: int, paths: list[str], out
 
 
 def _shared_cache_worker(rank: int, world: int, port: int, paths: list[str], out: str, share: bool,
-                         backend: str = "gloo") -> None:
+                         backend: str = "gloo", block_maps: int | None = None,
+                         budget_maps: tuple[int | None, ...] = (None, None)) -> None:
+    """Worker 0 caches images 0-5 and worker 1 images 6-7, then both embed all 12 twice through the
+    collective. block_maps: maps per all-gather block (default: the module's); budget_maps: each worker's
+    cache budget in maps (None: 1 GiB)."""
     from sare_core.models.frozen_cache import FrozenFeatureCache
     from sare_core.models.inference import embed_paths
+    from sare_core.training import collective as collective_module
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -219,8 +232,14 @@ def _shared_cache_worker(rank: int, world: int, port: int, paths: list[str], out
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         model = _cached_model().to(device)
+        prep = model.preprocessor
+        probe = FrozenFeatureCache(model.backbone.frozen, 0, device)  # computes a map without keeping it
+        map_bytes = probe.compute(prep.normalize_uint8(prep.to_uint8(load_rgb(paths[0]))[None])).numel() * 4
+        if block_maps is not None:
+            collective_module.SHARE_BLOCK_BYTES = block_maps * map_bytes
+        budget = 2**30 if budget_maps[rank] is None else budget_maps[rank] * map_bytes
         collective = DistributedCollective(device)
-        collective.frozen_cache = cache = FrozenFeatureCache(model.backbone.frozen, 2**30, device)
+        collective.frozen_cache = cache = FrozenFeatureCache(model.backbone.frozen, budget, device)
         collective.share_cache = share
         embed_paths(model, paths[:6] if rank == 0 else paths[6:8], batch_size=3, device=device, cache=cache)
         first = collective.embed(model, paths, batch_size=3)
@@ -241,6 +260,17 @@ def test_workers_hand_each_other_the_frozen_maps_they_computed(tmp_path, toy_str
     _check_shared_maps(tmp_path, toy_street_images, share, "gloo")
 
 
+def test_the_maps_travel_in_blocks_of_unequal_fill(tmp_path, toy_street_images):
+    # worker 0 sends 7 maps and worker 1 sends 5, two per all-gather: 4 blocks, the last ones part-empty
+    _check_shared_maps(tmp_path, toy_street_images, True, "gloo", block_maps=2)
+
+
+def test_no_maps_are_shared_while_a_worker_lacks_room_for_all_it_would_get(tmp_path, toy_street_images):
+    # worker 1 has room for 8 maps: it holds 5 after the first call and would get 7, so nothing is shared
+    # (filling it with copies would shrink what the two caches hold between them)
+    _check_shared_maps(tmp_path, toy_street_images, True, "gloo", budget_maps=(None, 8), expect_shared=False)
+
+
 @pytest.mark.gpu
 def test_workers_hand_each_other_the_frozen_maps_over_nccl(tmp_path, toy_street_images):
     if torch.cuda.device_count() < 2:
@@ -248,12 +278,13 @@ def test_workers_hand_each_other_the_frozen_maps_over_nccl(tmp_path, toy_street_
     _check_shared_maps(tmp_path, toy_street_images, True, "nccl")
 
 
-def _check_shared_maps(tmp_path, toy_street_images, share: bool, backend: str) -> None:
+def _check_shared_maps(tmp_path, toy_street_images, share: bool, backend: str, block_maps: int | None = None,
+                       budget_maps=(None, None), expect_shared: bool | None = None) -> None:
     paths = [str(p) for p in toy_street_images[:12]]
     out = str(tmp_path / "shared.pt")
-    mp.spawn(_shared_cache_worker, args=(2, _free_port(), paths, out, share, backend), nprocs=2, join=True)
+    mp.spawn(_shared_cache_worker, args=(2, _free_port(), paths, out, share, backend, block_maps, budget_maps),
+             nprocs=2, join=True)
     from sare_core.models.frozen_cache import FrozenFeatureCache
-    from sare_core.models.images import load_rgb
     from sare_core.models.inference import embed_paths
 
     result = torch.load(out, weights_only=False)
@@ -262,13 +293,14 @@ def _check_shared_maps(tmp_path, toy_street_images, share: bool, backend: str) -
     np.testing.assert_allclose(result["first"], expected, atol=atol)
     np.testing.assert_allclose(result["second"], expected, atol=atol)
     workers = result["workers"]
-    if share:
+    if share if expect_shared is None else expect_shared:
         # the first call split the 4 uncached images 1 / 3 (as without sharing), then each worker adopted what
         # the other held and computed: worker 0 the 2 + 3 of worker 1, worker 1 the 6 + 1 of worker 0
         assert workers[0]["held"] == [(12, 5), (12, 7)]
         assert workers[0]["second_misses"] == [0, 0]
     else:
         assert workers[0]["held"] == [(7, 0), (5, 0)]
+        assert workers[0]["second_misses"] == [0, 0]  # the second call's shares follow the caches
     # every map a worker holds, its own or adopted, is what the frozen layers make of that image
     model = _cached_model()
     reference, prep = FrozenFeatureCache(model.backbone.frozen, 2**30), model.preprocessor

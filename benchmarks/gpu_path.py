@@ -51,8 +51,8 @@ sys.path.insert(0, REPO)
 
 from sare_core.losses import sare_loss  # noqa: E402
 from sare_core.models import ModelConfig, build_model  # noqa: E402
+from sare_core.training.checkpoint import TrainingState  # noqa: E402
 from sare_core.training.config import TrainConfig  # noqa: E402
-from sare_core.training.optim import make_optimizer  # noqa: E402
 
 FULL = {"height": 480, "width": 640, "batch": 32, "warmup": 5, "iters": 20, "train_warmup": 3, "train_steps": 10,
         "faiss_db": 250_000, "faiss_queries": 10_000, "faiss_dim": 4096, "faiss_cpu_queries": 500}
@@ -204,10 +204,11 @@ def _train_worker(rank: int, world: int, backend: str, port: int, sizes: dict, o
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-        model = build_model(model_config()).to(device).train()
+        config = TrainConfig(dataset="-")  # SGD lr 1e-3, momentum 0.9, wd 1e-3; channels-last, as `sare train`
+        state = TrainingState.start(build_model(model_config()), config)
+        model, optimizer = state.model.to(device).train(), state.optimizer
         ddp = DDP(model, device_ids=[rank] if use_cuda else None)
         params = model.trainable_parameters()
-        optimizer = make_optimizer(params, TrainConfig(dataset="-"))  # SGD lr 1e-3, momentum 0.9, wd 1e-3
         per_tuple = 2 + NEGATIVES
         torch.manual_seed(1 + rank)
         images = torch.rand(TUPLES_PER_GPU * per_tuple, 3, sizes["height"], sizes["width"], device=device)
@@ -234,6 +235,7 @@ def _train_worker(rank: int, world: int, backend: str, port: int, sizes: dict, o
                 "backend": backend, "world_size": world, "tuples_per_gpu": TUPLES_PER_GPU, "negatives": NEGATIVES,
                 "images_per_step_per_gpu": TUPLES_PER_GPU * per_tuple, "image_hw": [sizes["height"], sizes["width"]],
                 "loss": "sare_joint gaussian", "precision": "float32", "optimizer": "SGD momentum 0.9",
+                "memory_format": "channels_last" if config.channels_last else "channels_first",
                 "trainable_parameters": sum(p.numel() for p in params),
                 "warmup_steps": sizes["train_warmup"], "steps": sizes["train_steps"],
                 "median_step_s": round(median, 5), "step_times_s": [round(t, 5) for t in times],

@@ -26,14 +26,27 @@ sys.path.insert(0, REPO)
 from sare_core.models import ModelConfig, build_model  # noqa: E402
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The model options of the benchmarks that time the demo's model (default: EfficientNet-Lite0 at
+    120x160, cut at blocks6, trained from blocks4, NetVLAD 16)."""
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", default="imagenet")
     p.add_argument("--cut", default="blocks6")
     p.add_argument("--train-from", default="blocks4")
     p.add_argument("--image-size", type=int, nargs=2, default=[120, 160])
     p.add_argument("--clusters", type=int, default=16)
+
+
+def model_from_arguments(args):
+    """The model `add_model_arguments`' options describe, without whitening."""
+    return build_model(ModelConfig(backbone=args.backbone, weights=args.weights, cut=args.cut,
+                                   train_from=args.train_from, num_clusters=args.clusters, whitening_dim=None,
+                                   image_size=tuple(args.image_size)))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7)
@@ -41,9 +54,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone=args.backbone, weights=args.weights, cut=args.cut,
-                                    train_from=args.train_from, num_clusters=args.clusters, whitening_dim=None,
-                                    image_size=tuple(args.image_size)))
+    model = model_from_arguments(args)
     images = torch.randn(args.batch, 3, *args.image_size)
     with torch.no_grad():
         maps = model.backbone.frozen(images)

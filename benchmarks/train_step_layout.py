@@ -29,8 +29,9 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from frozen_cache import add_model_arguments, model_from_arguments  # noqa: E402  (benchmarks/, beside this)
+
 from sare_core.losses import LossSpec, build_loss  # noqa: E402
-from sare_core.models import ModelConfig, build_model  # noqa: E402
 
 
 def depthwise_backward_share(step, inputs: torch.Tensor) -> float:
@@ -51,12 +52,7 @@ def depthwise_backward_share(step, inputs: torch.Tensor) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--weights", default="imagenet")
-    p.add_argument("--cut", default="blocks6")
-    p.add_argument("--train-from", default="blocks4")
-    p.add_argument("--image-size", type=int, nargs=2, default=[120, 160])
-    p.add_argument("--clusters", type=int, default=16)
+    add_model_arguments(p)
     p.add_argument("--tuples", type=int, default=4, help="tuples per step (the demo's batch_size)")
     p.add_argument("--negatives", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
@@ -67,9 +63,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone=args.backbone, weights=args.weights, cut=args.cut,
-                                    train_from=args.train_from, num_clusters=args.clusters, whitening_dim=None,
-                                    image_size=tuple(args.image_size)))
+    model = model_from_arguments(args)
     model.backbone.freeze_batchnorm = True
     model.train()
     loss_fn = build_loss(LossSpec(name="sare_joint", kernel="gaussian", temperature=0.4))

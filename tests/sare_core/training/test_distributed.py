@@ -56,13 +56,20 @@ def _step(model, optimizer, images_per_rank: list[torch.Tensor]) -> None:
     optimizer.step()
 
 
-def _worker(rank: int, world: int, backend: str, port: int, out: str, channels_last: bool = False) -> None:
+def _join(rank: int, world: int, backend: str, port: int) -> torch.device:
+    """Join a process group of `world` on loopback (one thread per process); this rank's device (its GPU
+    under NCCL)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
     if backend == "nccl":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, rank=rank, world_size=world)
+    return device
+
+
+def _worker(rank: int, world: int, backend: str, port: int, out: str, channels_last: bool = False) -> None:
+    device = _join(rank, world, backend, port)
     try:
         model = _model(device).train()
         if channels_last:  # as TrainingState.start converts it, before DDP sees it
@@ -224,12 +231,7 @@ def _shared_cache_worker(rank: int, world: int, port: int, paths: list[str], out
     from sare_core.models.inference import embed_paths
     from sare_core.training import collective as collective_module
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
-    if backend == "nccl":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend, rank=rank, world_size=world)
+    device = _join(rank, world, backend, port)
     try:
         model = _cached_model().to(device)
         prep = model.preprocessor

@@ -77,7 +77,7 @@ class TrainConfig(BaseModel):
         "model.image_size; colour-jittered queries always run through every layer")
     channels_last: bool = Field(
         True, description="train the model in channels-last memory format. On CPUs a training step then takes "
-        "about 0.8 of a channels-first one (the depthwise convolutions' backward pass; benchmarks/"
+        "about 0.76 of a channels-first one (the depthwise convolutions' backward pass; benchmarks/"
         "train_step_layout.py); on GPUs cuDNN usually prefers it as well, not measured here. Descriptors move "
         "by float rounding only")
     frozen_cache_shared: bool = Field(

@@ -105,6 +105,8 @@ def test_train_then_resume(tiny_city, tmp_path, ray_local, capsys):
     assert 0 < row["mining_compute_share"] < 1 and 0 < row["mining_fraction"] < 1
     # Epoch 2 re-mines and trains on images epoch 1 (before the resume: a new cache) or its own re-mining saw.
     assert 0 < row["trained_cached_images"] <= row["trained_images"] and row["frozen_cache_images"] > 0
+    # ... and the two workers handed each other the maps they computed (train.frozen_cache_shared, on)
+    assert row["frozen_cache_adopted"] > 0
 
     # The distributed mining on the city: epoch 1 mined with the k-means model, epoch 2 (after the resume)
     # with epoch 1's checkpoint; a chunk after the first of an epoch mined with a model not kept, so only its

@@ -11,11 +11,14 @@ Parts (each entry in the JSON names its settings):
                --batch, inference mode; float32, then bfloat16 autocast with channels-last memory format,
                then float16 autocast with channels-last (what `sare extract` uses on GPUs); images/s from
                the median batch time, each mode's ratio to float32, and how close its descriptors come to
-               the float32 ones (cosine similarity) on the same batch.
+               the float32 ones (cosine similarity) on the same batch. Each mode's TFLOP/s (images/s x
+               one image's forward FLOPs, counted by torch's FlopCounterMode) as a fraction of the card's
+               data-sheet dense bfloat16 peak and of an 8192^3 bfloat16 matrix product timed in the run.
   train_step   one SARE-joint (gaussian) step: tuples of 1 query + 1 positive + 10 negatives, 4 tuples
                per GPU (48 images of 480x640 in one forward pass), SGD on the trainable part (conv5 +
                NetVLAD), DistributedDataParallel over NCCL with one process per GPU
-               (torch.multiprocessing.spawn, world size = number of GPUs, also 1); median step time.
+               (torch.multiprocessing.spawn, world size = number of GPUs, also 1); median step time, in
+               channels-last (as `sare train`) and again channels-first.
   faiss        exact L2 search (IndexFlatL2) of --faiss-queries queries against --faiss-db random
                normalised vectors of --faiss-dim dims, k=20, over all GPUs (index_cpu_to_all_gpus),
                against FAISS on the CPU on a subset of the queries; agreement of the two top-20 lists.
@@ -144,13 +147,70 @@ def _extraction_mode(model: torch.nn.Module, images: torch.Tensor, dtype, channe
     return entry, F.normalize(out.float(), dim=1)
 
 
+# Dense (no sparsity) bfloat16 tensor-core peaks from the makers' data sheets, TFLOP/s, by a part of the
+# card's name; first match wins. A card not listed gets only the fraction of the matrix product measured below.
+BF16_DENSE_PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0))
+MATMUL_SIDE = 8192  # the bfloat16 matrix product that measures what the card reaches in this run
+
+
+def forward_flops_per_image(model: torch.nn.Module, height: int, width: int, device: torch.device) -> int:
+    """Floating-point operations (a multiply-add counts 2) of one image's forward pass, as torch's
+    FlopCounterMode counts them (convolutions and matrix products; element-wise work is left out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(torch.rand(1, 3, height, width, device=device))
+    return int(counter.get_total_flops())
+
+
+def bf16_spec_peak_tflops(card: str | None) -> float | None:
+    for part, tflops in BF16_DENSE_PEAK_TFLOPS:
+        if card and part in card:
+            return tflops
+    return None
+
+
+def measured_bf16_matmul_tflops(device: torch.device, repeats: int = 10) -> float:
+    """TFLOP/s of a MATMUL_SIDE-cubed bfloat16 matrix product on random data (median of `repeats` after 3
+    warm-ups): the most this card gives a dense bfloat16 workload in this run."""
+    a = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device, dtype=torch.bfloat16)
+    b = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device, dtype=torch.bfloat16)
+    times = []
+    for i in range(3 + repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    del a, b
+    return 2 * MATMUL_SIDE**3 / statistics.median(times) / 1e12
+
+
+def add_peak_fractions(result: dict, card: str | None, matmul_tflops: float | None) -> None:
+    """Each timed mode's achieved TFLOP/s (images/s x the forward FLOPs per image) and its fraction of the
+    card's data-sheet bfloat16 peak and of the bfloat16 matrix product measured in the same run."""
+    spec = bf16_spec_peak_tflops(card)
+    result["bf16_dense_peak_tflops_spec"] = spec
+    result["bf16_matmul_tflops_measured"] = round(matmul_tflops, 1) if matmul_tflops else None
+    for entry in result["modes"].values():
+        if not (isinstance(entry, dict) and "images_per_s" in entry):
+            continue
+        achieved = entry["images_per_s"] * result["forward_flops_per_image"] / 1e12
+        entry["achieved_tflops"] = round(achieved, 2)
+        entry["fraction_of_bf16_spec_peak"] = round(achieved / spec, 4) if spec else None
+        entry["fraction_of_bf16_matmul_measured"] = round(achieved / matmul_tflops, 4) if matmul_tflops else None
+
+
 def bench_extraction(device: torch.device, sizes: dict, skip: set[str]) -> dict:
     torch.manual_seed(0)
     model = build_model(model_config()).eval().to(device)
     images = torch.rand(sizes["batch"], 3, sizes["height"], sizes["width"], device=device)
     result = {"model": "vgg16 conv5_3 + NetVLAD(64), random weights", "descriptor_dim": model.descriptor_dim,
               "image_hw": [sizes["height"], sizes["width"]], "batch": sizes["batch"], "warmup": sizes["warmup"],
-              "iters": sizes["iters"], "modes": {}}
+              "iters": sizes["iters"], "modes": {},
+              "forward_flops_per_image": forward_flops_per_image(model, sizes["height"], sizes["width"], device)}
     reference = None
     for name, (dtype, channels_last) in EXTRACTION_MODES.items():
         if name in skip:
@@ -179,6 +239,8 @@ def bench_extraction(device: torch.device, sizes: dict, skip: set[str]) -> dict:
         for entry in result["modes"].values():
             if isinstance(entry, dict) and "images_per_s" in entry:
                 entry["ratio_to_float32"] = round(entry["images_per_s"] / base, 3)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    add_peak_fractions(result, card, measured_bf16_matmul_tflops(device) if device.type == "cuda" else None)
     return result
 
 
@@ -190,7 +252,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_worker(rank: int, world: int, backend: str, port: int, sizes: dict, out_path: str) -> None:
+def _train_worker(rank: int, world: int, backend: str, port: int, sizes: dict, out_path: str,
+                  channels_last: bool = True) -> None:
     """One DDP rank: the same random batch of tuples every step; rank 0 writes the step times."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -204,7 +267,8 @@ def _train_worker(rank: int, world: int, backend: str, port: int, sizes: dict, o
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-        config = TrainConfig(dataset="-")  # SGD lr 1e-3, momentum 0.9, wd 1e-3; channels-last, as `sare train`
+        # SGD lr 1e-3, momentum 0.9, wd 1e-3; channels-last by default, as `sare train`
+        config = TrainConfig(dataset="-", channels_last=channels_last)
         state = TrainingState.start(build_model(model_config()), config)
         model, optimizer = state.model.to(device).train(), state.optimizer
         ddp = DDP(model, device_ids=[rank] if use_cuda else None)
@@ -253,13 +317,14 @@ def _train_worker(rank: int, world: int, backend: str, port: int, sizes: dict, o
         dist.destroy_process_group()
 
 
-def bench_train_step(backend: str, world: int, sizes: dict) -> dict:
+def bench_train_step(backend: str, world: int, sizes: dict, channels_last: bool = True) -> dict:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as tmp:
         out_path = os.path.join(tmp, "train_step.json")
         started = time.perf_counter()
-        mp.spawn(_train_worker, args=(world, backend, _free_port(), sizes, out_path), nprocs=world, join=True)
+        mp.spawn(_train_worker, args=(world, backend, _free_port(), sizes, out_path, channels_last), nprocs=world,
+                 join=True)
         with open(out_path) as f:
             result = json.load(f)
     result["wall_s_including_startup"] = round(time.perf_counter() - started, 2)
@@ -372,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     elif cuda:
         world = args.world_size or torch.cuda.device_count()
         report["train_step_ddp_nccl"] = bench_train_step("nccl", world, sizes)
+        # `train.channels_last` is on by default everywhere; on the CPU it made a step 0.76 as long. Here the
+        # same step channels-first says whether it also pays on this card.
+        first = bench_train_step("nccl", world, sizes, channels_last=False)
+        first["channels_last_step_ratio"] = round(report["train_step_ddp_nccl"]["median_step_s"]
+                                                  / first["median_step_s"], 3)
+        report["train_step_ddp_nccl_channels_first"] = first
     else:
         report["train_step_ddp_nccl"] = NO_CUDA
         if args.quick:

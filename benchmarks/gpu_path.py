@@ -149,8 +149,10 @@ def _extraction_mode(model: torch.nn.Module, images: torch.Tensor, dtype, channe
 
 # Dense (no sparsity) bfloat16 tensor-core peaks from the makers' data sheets, TFLOP/s, by a part of the
 # card's name; first match wins. A card not listed gets only the fraction of the matrix product measured below.
-BF16_DENSE_PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0))
+BF16_DENSE_PEAK_TFLOPS = (("H200 NVL", 835.5), ("H100 NVL", 835.5), ("H200", 989.4), ("H100 PCIe", 756.0),
+                          ("H100", 989.4), ("A100", 312.0))
 MATMUL_SIDE = 8192  # the bfloat16 matrix product that measures what the card reaches in this run
+QUICK_MATMUL_SIDE = 256  # --quick: the same code on the CPU, at a size a CPU does in a moment
 
 
 def forward_flops_per_image(model: torch.nn.Module, height: int, width: int, device: torch.device) -> int:
@@ -171,21 +173,24 @@ def bf16_spec_peak_tflops(card: str | None) -> float | None:
     return None
 
 
-def measured_bf16_matmul_tflops(device: torch.device, repeats: int = 10) -> float:
-    """TFLOP/s of a MATMUL_SIDE-cubed bfloat16 matrix product on random data (median of `repeats` after 3
-    warm-ups): the most this card gives a dense bfloat16 workload in this run."""
-    a = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device, dtype=torch.bfloat16)
-    b = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device, dtype=torch.bfloat16)
-    times = []
-    for i in range(3 + repeats):
-        synchronize(device)
-        start = time.perf_counter()
+def measured_bf16_matmul_tflops(device: torch.device, side: int = MATMUL_SIDE, repeats: int = 20) -> float:
+    """TFLOP/s of `repeats` back-to-back side-cubed bfloat16 matrix products on random data, after 3
+    warm-ups, timed as one span between two synchronisations: the most this card gives a dense bfloat16
+    workload in this run."""
+    a = torch.randn(side, side, device=device, dtype=torch.bfloat16)
+    b = torch.randn(side, side, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
         a @ b
-        synchronize(device)
-        if i >= 3:
-            times.append(time.perf_counter() - start)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    seconds = time.perf_counter() - start
     del a, b
-    return 2 * MATMUL_SIDE**3 / statistics.median(times) / 1e12
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return 2 * side**3 * repeats / seconds / 1e12
 
 
 def add_peak_fractions(result: dict, card: str | None, matmul_tflops: float | None) -> None:
@@ -193,14 +198,18 @@ def add_peak_fractions(result: dict, card: str | None, matmul_tflops: float | No
     card's data-sheet bfloat16 peak and of the bfloat16 matrix product measured in the same run."""
     spec = bf16_spec_peak_tflops(card)
     result["bf16_dense_peak_tflops_spec"] = spec
-    result["bf16_matmul_tflops_measured"] = round(matmul_tflops, 1) if matmul_tflops else None
+    result["bf16_matmul_tflops_measured"] = _significant(matmul_tflops) if matmul_tflops else None
     for entry in result["modes"].values():
         if not (isinstance(entry, dict) and "images_per_s" in entry):
             continue
         achieved = entry["images_per_s"] * result["forward_flops_per_image"] / 1e12
-        entry["achieved_tflops"] = round(achieved, 2)
-        entry["fraction_of_bf16_spec_peak"] = round(achieved / spec, 4) if spec else None
-        entry["fraction_of_bf16_matmul_measured"] = round(achieved / matmul_tflops, 4) if matmul_tflops else None
+        entry["achieved_tflops"] = _significant(achieved)
+        entry["fraction_of_bf16_spec_peak"] = _significant(achieved / spec) if spec else None
+        entry["fraction_of_bf16_matmul_measured"] = _significant(achieved / matmul_tflops) if matmul_tflops else None
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
 
 
 def bench_extraction(device: torch.device, sizes: dict, skip: set[str]) -> dict:
@@ -240,7 +249,19 @@ def bench_extraction(device: torch.device, sizes: dict, skip: set[str]) -> dict:
             if isinstance(entry, dict) and "images_per_s" in entry:
                 entry["ratio_to_float32"] = round(entry["images_per_s"] / base, 3)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    add_peak_fractions(result, card, measured_bf16_matmul_tflops(device) if device.type == "cuda" else None)
+    side = MATMUL_SIDE if device.type == "cuda" else QUICK_MATMUL_SIDE
+    add_peak_fractions(result, card, measured_bf16_matmul_tflops(device, side))
+    result["matmul_side"] = side
+    # PyTorch lets cuDNN run float32 convolutions in TF32 by default (machine.cudnn_allow_tf32): the float32
+    # mode is then TF32 arithmetic, whose tensor-core peak is half the bfloat16 one.
+    result["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+    result["float32_convolutions_in_tf32"] = device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    for name, entry in result["modes"].items():
+        if isinstance(entry, dict) and "achieved_tflops" in entry:
+            spec = entry["fraction_of_bf16_spec_peak"]
+            print(f"extraction {name:<30} {entry['achieved_tflops']:>8.2f} TFLOP/s = "
+                  f"{'-' if spec is None else f'{100 * spec:.1f}%'} of the bf16 data-sheet peak, "
+                  f"{100 * entry['fraction_of_bf16_matmul_measured']:.1f}% of the measured bf16 matmul", flush=True)
     return result
 
 
@@ -298,7 +319,10 @@ def _train_worker(rank: int, world: int, backend: str, port: int, sizes: dict, o
             result = {
                 "backend": backend, "world_size": world, "tuples_per_gpu": TUPLES_PER_GPU, "negatives": NEGATIVES,
                 "images_per_step_per_gpu": TUPLES_PER_GPU * per_tuple, "image_hw": [sizes["height"], sizes["width"]],
-                "loss": "sare_joint gaussian", "precision": "float32", "optimizer": "SGD momentum 0.9",
+                "loss": "sare_joint gaussian", "optimizer": "SGD momentum 0.9",
+                "precision": "float32 (convolutions in TF32 where cuDNN allows it, PyTorch's default)"
+                if use_cuda and torch.backends.cudnn.allow_tf32 else "float32",
+                "cudnn_benchmark": torch.backends.cudnn.benchmark,
                 "memory_format": "channels_last" if config.channels_last else "channels_first",
                 "trainable_parameters": sum(p.numel() for p in params),
                 "warmup_steps": sizes["train_warmup"], "steps": sizes["train_steps"],
@@ -335,12 +359,17 @@ def bench_train_step(backend: str, world: int, sizes: dict, channels_last: bool 
 
 # -- FAISS -----------------------------------------------------------------------------------------------
 
-def bench_faiss(sizes: dict) -> dict:
+def bench_faiss(sizes: dict, cpu_only: bool = False) -> dict:
+    """Exact search on every GPU FAISS sees against the CPU. Without GPU FAISS only a `cpu_only` run (the
+    --quick smoke test) does the CPU half; a full-size one stops at once rather than spend minutes on it."""
     try:
         import faiss
     except ImportError as exc:
         return {"available": False, "gpu": f"skipped: faiss not importable ({exc})"}
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if gpus == 0 and not cpu_only:
+        return {"available": True, "version": getattr(faiss, "__version__", None), "gpus": 0,
+                "gpu": "skipped: faiss has no GPU support here" if torch.cuda.is_available() else NO_CUDA}
     result = {"available": True, "version": getattr(faiss, "__version__", None), "gpus": gpus,
               "index": "IndexFlatL2 (exact)", "db": sizes["faiss_db"], "queries": sizes["faiss_queries"],
               "dim": sizes["faiss_dim"], "k": FAISS_K}
@@ -429,36 +458,53 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {report['machine']['card'] or 'CPU'} ({report['machine']['gpus']} GPU(s)), "
           f"torch {torch.__version__}", flush=True)
     started = time.perf_counter()
+    failed = []
 
-    report["extraction"] = "skipped: --skip" if "extraction" in skip else bench_extraction(device, sizes, skip)
+    def part(key: str, measure) -> None:
+        """Run one part; a failure is recorded under its key and the others still run. The JSON is
+        rewritten after every part, so a time limit that ends the script keeps what was measured."""
+        try:
+            report[key] = measure()
+        except Exception as exc:  # noqa: BLE001 - one broken part must not cost the others' figures
+            report[key] = f"failed: {type(exc).__name__}: {str(exc)[:500]}"
+            failed.append(key)
+            print(f"{key}: {report[key]}", flush=True)
+        write_report(report, out, started)
 
+    def train_step_both_layouts(backend: str, world: int) -> dict:
+        # `train.channels_last` is on by default everywhere; on the CPU it made a step 0.76 as long
+        # (results/train_step_layout.json). The same step channels-first says whether it pays here too. The
+        # step runs the whole VGG16 (conv1-conv4 frozen, ~90% of the FLOPs); `sare train` with the frozen
+        # cache starts from cached maps, so its ratio may differ.
+        last = bench_train_step(backend, world, sizes)
+        first = bench_train_step(backend, world, sizes, channels_last=False)
+        last["channels_first_median_step_s"] = first["median_step_s"]
+        last["channels_last_step_ratio"] = round(last["median_step_s"] / first["median_step_s"], 3)
+        return last
+
+    part("extraction", lambda: "skipped: --skip" if "extraction" in skip else bench_extraction(device, sizes, skip))
     if "train_step" in skip:
         report["train_step_ddp_nccl"] = "skipped: --skip"
     elif cuda:
-        world = args.world_size or torch.cuda.device_count()
-        report["train_step_ddp_nccl"] = bench_train_step("nccl", world, sizes)
-        # `train.channels_last` is on by default everywhere; on the CPU it made a step 0.76 as long. Here the
-        # same step channels-first says whether it also pays on this card.
-        first = bench_train_step("nccl", world, sizes, channels_last=False)
-        first["channels_last_step_ratio"] = round(report["train_step_ddp_nccl"]["median_step_s"]
-                                                  / first["median_step_s"], 3)
-        report["train_step_ddp_nccl_channels_first"] = first
+        part("train_step_ddp_nccl", lambda: train_step_both_layouts("nccl", args.world_size or torch.cuda.device_count()))
     else:
         report["train_step_ddp_nccl"] = NO_CUDA
         if args.quick:
-            report["train_step_ddp_gloo_cpu_smoke"] = bench_train_step("gloo", 1, sizes)
+            part("train_step_ddp_gloo_cpu_smoke", lambda: train_step_both_layouts("gloo", 1))
+    part("faiss", lambda: "skipped: --skip" if "faiss" in skip else bench_faiss(sizes, cpu_only=args.quick))
+    write_report(report, out, started)
+    print(f"wrote {out} ({report['seconds']} s)" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
 
-    report["faiss"] = "skipped: --skip" if "faiss" in skip else bench_faiss(sizes)
+
+def write_report(report: dict, out: str, started: float) -> None:
     report["seconds"] = round(time.perf_counter() - started, 1)
     # The script must run where Ray is not installed: record that it never imported Ray or the pipelines.
     report["imported"] = {name: sys.modules.get(name) is not None for name in ("ray", "pipelines", "faiss")}
-
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
-    print(f"wrote {out} ({report['seconds']} s)", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

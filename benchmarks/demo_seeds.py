@@ -15,7 +15,9 @@ clone) trained at 2.8 tuples/s with the demo's settings of then: 400 tuples of 1
 epoch, re-mining ~3,400 images per epoch. Tuples/s depends on the settings, so both hosts are compared in
 work per second: W = BACKWARD_COST x trained images + mined images (forward-pass equivalents; a training
 image costs a forward and a backward pass, BACKWARD_COST forward passes in all, measured by
-benchmarks/train_throughput.py as train_step_s_per_image / forward_s_per_image; 3 if that JSON lacks it).
+benchmarks/train_throughput.py as train_step_s_per_image / forward_s_per_image in its channels-first run of
+2026-12-02 09:46 and fixed here: the slow hosts' reference rates were computed with it, and a rerun of that
+benchmark (channels-last since, on whatever host) must not move the yardstick).
 Images the frozen-feature cache served skip the frozen layers: each counts the frozen share of a forward pass
 less (results/frozen_cache.json, benchmarks/frozen_cache.py). A run that trained in channels-last
 (`train.channels_last`, the default since 2026-12-03; the slow hosts trained channels-first) counts each
@@ -52,6 +54,11 @@ SLOW_HOST_CITY_IMAGES_PER_S = 7_800 / 121.0  # the same host's city stage: the s
 # results/demo_seeds_shipped_rerun.json), whose demo took 10.3 min where the 2026-12-01 reference projected
 # 7.7. The projection uses whichever reference is slower.
 SLOW_HOST_WORK_PER_S_SEEN = 53.53
+# A training image's forward + backward cost in forward passes, channels-first, 2 workers: train_step_s_per_image
+# / forward_s_per_image of `git show 5a69da5:results/train_throughput.json` (2026-12-02 09:46). Both reference
+# rates above are in these units. Until 2026-12-03 this was read from results/train_throughput.json at run
+# time; that file's rerun (channels-last, a slow hour: 2.26) inflated the projections by half.
+BACKWARD_COST = 1.5945977706821166
 GOAL_GAIN = 0.15
 GOAL_MINUTES = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -215,14 +222,8 @@ def city_images(out_dir: str) -> int:
 
 
 def backward_cost_factor() -> float:
-    """A training image's cost (forward + backward) in forward passes, from results/train_throughput.json."""
-    path = os.path.join(REPO, "results", "train_throughput.json")
-    try:
-        with open(path) as f:
-            costs = json.load(f)["runs"][0]
-        return costs["train_step_s_per_image"] / costs["forward_s_per_image"]
-    except (OSError, KeyError, IndexError, ZeroDivisionError, ValueError):
-        return 3.0
+    """A training image's cost (forward + backward) in channels-first forward passes: BACKWARD_COST."""
+    return BACKWARD_COST
 
 
 def frozen_share_of_forward() -> float:

@@ -178,7 +178,7 @@ def projection(run: dict) -> dict:
     """The slow-host figures of one run's record (its stages, epochs and city size; a record without
     `trained_channels_last` trained channels-first, as every run before that field did)."""
     trained_epochs = [e for e in run["epochs"] if e["epoch"] > 0]
-    backward_cost = backward_cost_factor()
+    backward_cost = BACKWARD_COST
     frozen_share = frozen_share_of_forward()
     layout = step_layout_ratio() if run.get("trained_channels_last") else 1.0
     work_rates = sorted(work_units(e, backward_cost, frozen_share, layout) / e["seconds"] for e in trained_epochs)
@@ -219,11 +219,6 @@ def city_images(out_dir: str) -> int:
     with open(os.path.join(out_dir, "city", "city.json")) as f:
         counts = json.load(f)["parameters"]["counts"]
     return sum(c["database"] + c["queries"] for c in counts.values())
-
-
-def backward_cost_factor() -> float:
-    """A training image's cost (forward + backward) in channels-first forward passes: BACKWARD_COST."""
-    return BACKWARD_COST
 
 
 def frozen_share_of_forward() -> float:

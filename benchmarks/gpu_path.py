@@ -26,8 +26,10 @@ Parts (each entry in the JSON names its settings):
     python benchmarks/gpu_path.py                    # on the GPU machine -> results/gpu_path.json
     python benchmarks/gpu_path.py --quick            # tiny sizes, runs on a CPU (smoke test of the script)
 
-A part that did not run is recorded as a string "skipped: <why>" (without CUDA: "skipped: no CUDA"); with --quick the same training step also
-runs once on gloo/CPU (world size 1) so the code path is exercised before any GPU time is spent.
+A part that did not run is recorded as a string "skipped: <why>" (without CUDA: "skipped: no CUDA"), one that
+failed as "failed: <error>"; the JSON is rewritten after every part. With --quick the same training step also
+runs on gloo/CPU (world size 1, both layouts) so the code path is exercised before any GPU time is spent; the
+whole device call is benchmarks/gpu_device_check.sh (docs/BENCHMARKS.md, "GPU path").
 """
 
 from __future__ import annotations

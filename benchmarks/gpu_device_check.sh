@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one call, on a GPU machine with PyTorch + CUDA and no package registry (the device tool's
-# H200: `run` with carry [".gpu_bundle"] and timeout_s 480, after `bash benchmarks/gpu_bundle.sh` here):
+# H200: `run` with carry [".gpu_bundle"] and timeout_s 540, after `bash benchmarks/gpu_bundle.sh` here):
 #   1. installs .gpu_bundle/wheels into /tmp/site (never touching the image's packages), then a pre-flight:
 #      the bundle was made for this Python, the imports work and CUDA is there, else it stops at once;
 #   2. the tests marked gpu: autocast + channels-last descriptors against float32 and a shared frozen prefix on
@@ -9,10 +9,13 @@
 #   3. benchmarks/gpu_path.py at full size -> gpu_path.json (rewritten after each part), gpu_path.log:
 #      VGG16-NetVLAD images/s at 480x640 in float32 / bfloat16 / float16 and their fraction of the card's
 #      bfloat16 peak, the NCCL DDP training step channels-last and channels-first;
-#   4. machine.txt: nvidia-smi (clocks and power too) and torch's view of the card.
+#   4. benchmarks/gpu_tuning.py -> gpu_tuning.json, gpu_tuning.log: where extraction's GPU time goes (layer by
+#      layer), batch sizes, torch.compile, and half precision with NetVLAD in float32 or not;
+#   5. machine.txt: nvidia-smi (clocks and power too) and torch's view of the card.
 # Everything lands in $OUT (the device tool's folder that comes back), else results/gpu_device/. Each step has
-# its own time limit, so one hang leaves the others' files; about 3 minutes expected, 7 at the limits.
-# Rehearsal on a CPU (tests/test_gpu_check.py): GPU_CHECK_ALLOW_CPU=1 GPU_PATH_ARGS="--quick --skip faiss".
+# its own time limit, so one hang leaves the others' files; about 4 minutes expected, 9 at the limits.
+# Rehearsal on a CPU (tests/test_gpu_check.py): GPU_CHECK_ALLOW_CPU=1 GPU_PATH_ARGS="--quick --skip faiss"
+# GPU_TUNING_ARGS="--quick --skip compile --skip embedder".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results/gpu_device}
@@ -46,15 +49,20 @@ PREFLIGHT
 then
   tail -5 "$OUT/machine.txt"; echo "pre-flight failed (machine.txt): nothing else run"; exit 4
 fi
-timeout -k 15 "${GPU_TESTS_TIMEOUT_S:-180}" "$PY" -m pytest -m gpu -p no:cacheprovider -q -rA \
+timeout -k 15 "${GPU_TESTS_TIMEOUT_S:-150}" "$PY" -m pytest -m gpu -p no:cacheprovider -q -rA \
   tests/pipelines/extract/test_embedder_gpu.py tests/sare_core/training/test_distributed.py \
   tests/sare_core/evaluation/test_search.py --junitxml="$OUT/gpu_tests.xml" > "$OUT/gpu_tests.log" 2>&1
 tests_rc=$?
 tail -25 "$OUT/gpu_tests.log"
 # shellcheck disable=SC2086 - GPU_PATH_ARGS is a list of options
-timeout -k 15 "${GPU_PATH_TIMEOUT_S:-240}" "$PY" benchmarks/gpu_path.py --out "$OUT/gpu_path.json" ${GPU_PATH_ARGS:-} \
+timeout -k 15 "${GPU_PATH_TIMEOUT_S:-180}" "$PY" benchmarks/gpu_path.py --out "$OUT/gpu_path.json" ${GPU_PATH_ARGS:-} \
   > "$OUT/gpu_path.log" 2>&1
 path_rc=$?
 tail -20 "$OUT/gpu_path.log"
-echo "gpu tests rc $tests_rc, gpu_path rc $path_rc, $(( $(date +%s) - started )) s; files in $OUT"
-[ "$tests_rc" = 0 ] && [ "$path_rc" = 0 ]
+# shellcheck disable=SC2086 - GPU_TUNING_ARGS is a list of options
+timeout -k 15 "${GPU_TUNING_TIMEOUT_S:-200}" "$PY" benchmarks/gpu_tuning.py --out "$OUT/gpu_tuning.json" \
+  ${GPU_TUNING_ARGS:-} > "$OUT/gpu_tuning.log" 2>&1
+tuning_rc=$?
+tail -20 "$OUT/gpu_tuning.log"
+echo "gpu tests rc $tests_rc, gpu_path rc $path_rc, gpu_tuning rc $tuning_rc, $(( $(date +%s) - started )) s; files in $OUT"
+[ "$tests_rc" = 0 ] && [ "$path_rc" = 0 ] && [ "$tuning_rc" = 0 ]

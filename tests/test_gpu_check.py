@@ -45,7 +45,7 @@ def run_device_check(tmp_path: Path, bundle: Path, extra_env: dict | None = None
     out = tmp_path / "out"
     env = {**device_like_env(tmp_path), "OUT": str(out), "PY": sys.executable, "GPU_BUNDLE": str(bundle),
            "GPU_SITE": str(tmp_path / "site"), "GPU_CHECK_ALLOW_CPU": "1", "GPU_PATH_ARGS": "--quick --skip faiss",
-           **(extra_env or {})}
+           "GPU_TUNING_ARGS": "--quick --skip compile --skip embedder", **(extra_env or {})}
     run = subprocess.run(["bash", "benchmarks/gpu_device_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=900)
     return run, out
@@ -54,12 +54,12 @@ def run_device_check(tmp_path: Path, bundle: Path, extra_env: dict | None = None
 def test_the_device_check_runs_the_gpu_tests_and_gpu_path_without_ray_or_s3(tmp_path):
     run, out = run_device_check(tmp_path, bundle=tmp_path / "no_bundle")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert {"machine.txt", "gpu_tests.xml", "gpu_tests.log", "gpu_path.json", "gpu_path.log"} <= {
-        p.name for p in out.iterdir()}
+    assert {"machine.txt", "gpu_tests.xml", "gpu_tests.log", "gpu_path.json", "gpu_path.log", "gpu_tuning.json",
+            "gpu_tuning.log"} <= {p.name for p in out.iterdir()}
     assert "pre-flight: imports ok" in (out / "machine.txt").read_text()
     # Every gpu test of the three files collected (an import error would fail collection) and, without CUDA,
-    # skipped: autocast x2 backbones, shared prefix x2, NCCL step and map sharing, FAISS shards.
-    assert "7 skipped" in (out / "gpu_tests.log").read_text()
+    # skipped: autocast x3 models, shared prefix x2, compiled short batch, NCCL step and map sharing, FAISS.
+    assert "9 skipped" in (out / "gpu_tests.log").read_text()
     report = json.loads((out / "gpu_path.json").read_text())
     assert report["imported"]["ray"] is False
     extraction = report["extraction"]
@@ -72,6 +72,12 @@ def test_the_device_check_runs_the_gpu_tests_and_gpu_path_without_ray_or_s3(tmp_
     assert extraction["bf16_dense_peak_tflops_spec"] is None  # no card
     step = report["train_step_ddp_gloo_cpu_smoke"]
     assert step["steps"] == 2 and step["channels_last_step_ratio"] > 0 and step["memory_format"] == "channels_last"
+    tuning = json.loads((out / "gpu_tuning.json").read_text())
+    assert tuning["imported"]["ray"] is False and tuning["layers"] == "skipped: no CUDA"
+    # NetVLAD kept in float32 gives bfloat16's descriptors closer to float32 than the layer left to autocast.
+    precision = tuning["precision"]
+    assert precision["bfloat16_netvlad_float32"]["cosine_min"] > precision["bfloat16_netvlad_autocast"]["cosine_min"]
+    assert set(tuning["batch"]) == {"1", "2"} and tuning["compile"] == "skipped: --skip"
 
 
 def test_the_device_check_stops_at_once_on_a_bundle_for_another_python(tmp_path):

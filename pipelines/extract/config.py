@@ -55,8 +55,12 @@ class ExtractSettings(BaseModel):
                                     "fewer parts)")
     object_store_memory: int | None = Field(None, ge=1 << 20, description="bytes of object store the "
                                             "pipeline may fill (default: half the cluster's object store)")
-    mixed_precision: bool = Field(True, description="GPU only: autocast float16 (descriptors stay float32)")
+    mixed_precision: bool = Field(True, description="GPU only: autocast float16, NetVLAD in float32 "
+                                  "(descriptors stay float32)")
     channels_last: bool = Field(True, description="GPU only: channels-last memory format")
+    compile: bool = Field(True, description="GPU only: torch.compile each model (seconds per batch shape "
+                          "at its first batch; then 1.41x eager through the actor on an H200, "
+                          "results/gpu_device_2026-12-04_run4)")
 
     resume: bool = Field(True, description="continue an interrupted or earlier run into the same store; "
                          "False: fail when the store exists")

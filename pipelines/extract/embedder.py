@@ -33,6 +33,13 @@ def select_device(use_gpu: bool) -> torch.device:
     return torch.device("cpu")
 
 
+# float16, not bfloat16: with NetVLAD kept in float32 (its weak clusters underflow float16) float16's longer
+# mantissa gives descriptors closer to float32 at the same speed on an H200 (VGG16-NetVLAD64 at 480x640: cosine
+# 0.999999 against bfloat16's 0.99995; EfficientNet-Lite0 under bfloat16 fell to 0.996;
+# results/gpu_device_2026-12-04_run2). Activations stay far below float16's 65504.
+AUTOCAST_DTYPE = torch.float16
+
+
 def _resolve(model):
     """An `EmbeddingModel` from a model, a payload dict, or a Ray object reference to a payload."""
     if not isinstance(model, (EmbeddingModel, dict)):
@@ -56,16 +63,19 @@ class ImageEmbedder:
     (`sare_core.models.shared_prefix`) run that prefix once per batch, which on the CPU gives the same
     descriptors to the bit as running each model whole. threads: torch CPU threads.
     On a GPU: uint8 pixels go to the device and are normalised there, the model runs in channels-last
-    memory format under `torch.autocast` (float16) when `mixed_precision`, and descriptors are
-    re-normalised in float32. On the CPU: float32 throughout, `threads` torch threads.
+    memory format under `torch.autocast` (float16) when `mixed_precision`, NetVLAD itself in float32, and
+    descriptors are re-normalised in float32. With `compile_model` each model runs `torch.compile`d (one static
+    graph per batch shape: a job's full batches and its last one); models sharing a frozen prefix run eager.
+    Batches are pipelined: a batch's descriptors are copied to the host asynchronously while the next batch
+    is prepared and queued, so the GPU does not wait on the host's copies. On the CPU: float32 throughout, `threads` torch threads.
     Rows are grouped by image size (images of one size form one batch); a batch the models fail on is
     retried image by image and model by model, so an image one model fails on gets an error in that model's
     column only. With `truncate` K, descriptors keep their first K elements, re-L2-normalised.
     """
 
     def __init__(self, model, expected_hash=None, *, batch_size: int = 32, use_gpu: bool = False,
-                 mixed_precision: bool = True, channels_last: bool = True, threads: int | None = None,
-                 truncate: int | None = None):
+                 mixed_precision: bool = True, channels_last: bool = True, compile_model: bool = False,
+                 threads: int | None = None, truncate: int | None = None):
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         models = [_resolve(m) for m in (model if isinstance(model, (list, tuple)) else [model])]
@@ -97,6 +107,12 @@ class ImageEmbedder:
                 m = m.to(memory_format=torch.channels_last)
             self.models.append(m)
         self.groups = group_by_frozen_prefix(self.models) if len(self.models) > 1 else [[0]]
+        # Compiled on the GPU only (a CPU build would need a C++ compiler in every worker); eager for models
+        # that share a prefix. dynamic=False: static graphs, one per batch shape (a job has few: decode blocks
+        # of one size and a last, smaller one; padding short batches instead would cost more, as GPU plans
+        # take blocks of ~36 images at 480x640 in batches of up to 128).
+        self.compile_model = bool(compile_model) and self.device.type == "cuda"
+        self.runners = [torch.compile(m, dynamic=False) if self.compile_model else m for m in self.models]
 
     @property
     def model(self) -> EmbeddingModel:
@@ -108,12 +124,28 @@ class ImageEmbedder:
         """The first model's descriptor size."""
         return self.dims[0]
 
-    def _finish(self, out: torch.Tensor) -> np.ndarray:
+    def _finish(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, D) model output -> (B, D_i) float32 L2-normalised descriptors, still on the device."""
         if self.mixed_precision:
             out = F.normalize(out.float(), p=2, dim=1)
         if self.truncate is not None:
             out = F.normalize(out.float()[:, : self.truncate], p=2, dim=1)
-        return out.float().cpu().numpy()
+        return out.float()
+
+    def _run_compiled(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Model `index` on `x`, compiled where asked. When the compiled model fails and the eager one does not
+        (no compiler or Triton on this node, say), compilation is turned off for this worker with a warning
+        rather than failing every batch; when both fail, the eager model's error is the batch's."""
+        if self.runners[index] is self.models[index]:
+            return self.models[index](x)
+        try:
+            return self.runners[index](x)
+        except Exception as error:  # noqa: BLE001 - torch.compile's failures have no common type
+            out = self.models[index](x)
+            log.warning("torch.compile failed (%s: %s); this worker runs its models eager", type(error).__name__,
+                        str(error)[:300])
+            self.runners = list(self.models)
+            return out
 
     def _input(self, pixels: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(pixels)
@@ -125,26 +157,44 @@ class ImageEmbedder:
         return x
 
     @torch.inference_mode()
-    def embed_all(self, pixels: np.ndarray) -> list[np.ndarray]:
-        """(B, H, W, 3) uint8 -> per model, (B, D_i) float32 L2-normalised descriptors."""
+    def _launch(self, pixels: np.ndarray) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
+        """Queue every model on (B, H, W, 3) uint8 `pixels`: per model, (B, D_i) descriptors in host memory,
+        which on a GPU are still being copied there until the returned event completes (`_collect`)."""
         x = self._input(pixels)
-        out: list[np.ndarray | None] = [None] * len(self.models)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
+        out: list[torch.Tensor | None] = [None] * len(self.models)
+        with torch.autocast(device_type=self.device.type, dtype=AUTOCAST_DTYPE, enabled=self.mixed_precision):
             for group in self.groups:
                 if len(group) == 1:
-                    out[group[0]] = self._finish(self.models[group[0]](x))
+                    out[group[0]] = self._finish(self._run_compiled(group[0], x))
                     continue
                 maps = self.models[group[0]].backbone.frozen(x)
                 for k, i in enumerate(group):  # a copy for all but the last: a suffix may work in place
                     shared = maps if k == len(group) - 1 else maps.clone()
                     out[i] = self._finish(self.models[i](shared, from_frozen=True))
-        return out
+        if self.device.type != "cuda":
+            return out, None
+        copies = [t.to("cpu", non_blocking=True) for t in out]  # into pinned memory, asynchronously
+        done = torch.cuda.Event()
+        done.record()
+        return copies, done
+
+    @staticmethod
+    def _collect(launched: tuple[list[torch.Tensor], torch.cuda.Event | None]) -> list[np.ndarray]:
+        """Wait for `_launch`'s copies; per model, (B, D_i) float32 L2-normalised descriptors."""
+        copies, done = launched
+        if done is not None:
+            done.synchronize()
+        return [t.numpy() for t in copies]
+
+    def embed_all(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """(B, H, W, 3) uint8 -> per model, (B, D_i) float32 L2-normalised descriptors."""
+        return self._collect(self._launch(pixels))
 
     @torch.inference_mode()
     def embed_one_model(self, index: int, pixels: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 -> (B, D) descriptors of model `index` alone (no prefix shared)."""
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
-            return self._finish(self.models[index](self._input(pixels)))
+        with torch.autocast(device_type=self.device.type, dtype=AUTOCAST_DTYPE, enabled=self.mixed_precision):
+            return self._finish(self.models[index](self._input(pixels))).cpu().numpy()  # eager: the retry path
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 -> (B, D) float32 L2-normalised descriptors of the first model."""
@@ -153,22 +203,39 @@ class ImageEmbedder:
     def _embed_group(self, pixels: np.ndarray, descriptors: list[np.ndarray], rows: list[int],
                      errors: list[list[str]]):
         """Embed `pixels` (the images of `rows`) with every model into `descriptors`; errors[i][row] gets
-        model i's error text for an image it fails on."""
+        model i's error text for an image it fails on. Batch k+1 is queued before batch k's descriptors are
+        collected, so on a GPU the host prepares one batch while the device computes the other."""
+        pending = None  # (start, chunk, launched) of the batch queued last
+
+        def collect(start: int, chunk: list[int], launched) -> None:
+            try:
+                for target, values in zip(descriptors, self._collect(launched)):
+                    target[chunk] = values
+            except Exception as error:  # noqa: BLE001 - retried image by image and model by model
+                self._retry_one_by_one(pixels, start, chunk, descriptors, errors, error)
+
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             try:
-                for target, values in zip(descriptors, self.embed_all(pixels[start:start + len(chunk)])):
-                    target[chunk] = values
+                launched = self._launch(pixels[start:start + len(chunk)])
+            except Exception as error:  # noqa: BLE001 - retried image by image and model by model
+                self._retry_one_by_one(pixels, start, chunk, descriptors, errors, error)
                 continue
-            except Exception as error:  # noqa: BLE001 - retried image by image and model by model below
-                log.warning("a model failed on a batch of %d images (%s); retrying them one by one", len(chunk),
-                            error)
-            for j, row in enumerate(chunk):
-                for i, target in enumerate(descriptors):
-                    try:
-                        target[row] = self.embed_one_model(i, pixels[start + j:start + j + 1])[0]
-                    except Exception as error:  # noqa: BLE001 - recorded as this image's failure in model i
-                        errors[i][row] = error_text("model", error)
+            if pending is not None:
+                collect(*pending)
+            pending = (start, chunk, launched)
+        if pending is not None:
+            collect(*pending)
+
+    def _retry_one_by_one(self, pixels: np.ndarray, start: int, chunk: list[int], descriptors: list[np.ndarray],
+                          errors: list[list[str]], error: Exception) -> None:
+        log.warning("a model failed on a batch of %d images (%s); retrying them one by one", len(chunk), error)
+        for j, row in enumerate(chunk):
+            for i, target in enumerate(descriptors):
+                try:
+                    target[row] = self.embed_one_model(i, pixels[start + j:start + j + 1])[0]
+                except Exception as failure:  # noqa: BLE001 - recorded as this image's failure in model i
+                    errors[i][row] = error_text("model", failure)
 
     def __call__(self, rows: pa.Table) -> pa.Table:
         n = rows.num_rows

@@ -7,7 +7,7 @@ The pipeline (one Ray Data dataset, streamed):
 
     rows (id, path, role, split, utm, label) built from the PlaceDataset, never a file listing
       -> decode_images            CPU tasks (no torch in them): read, decode, resize; uint8 pixels out
-      -> ImageEmbedder            actor pool: one GPU per actor (autocast float16, channels-last) when the
+      -> ImageEmbedder            actor pool: one GPU per actor (float16 autocast, channels-last, compiled) when the
                                   cluster has GPUs, CPU actors otherwise; or (layout "driver": small jobs
                                   on one CPU node) the driver itself, which already holds the model
       -> write_parts              tasks: each writes its rows as one immutable store part (plus a failures
@@ -128,7 +128,8 @@ class ExtractResult:
 
 def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_refs: list, expected_hashes: list[str],
                   model_config: ModelConfig, stores: list[dict], task_id: str, storage_options: dict | None = None,
-                  mixed_precision: bool = True, channels_last: bool = True, truncate: int | None = None):
+                  mixed_precision: bool = True, channels_last: bool = True, truncate: int | None = None,
+                  compile_model: bool = True):
     """The Ray Data pipeline rows -> decode -> embed -> write; iterating it yields `PART_SCHEMA` rows with a
     store column (the index into `stores`, see `decode.write_parts_to_stores`).
     Layout "driver": rows -> decode only; iterating it yields decoded rows for the driver's models."""
@@ -153,7 +154,7 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_refs: list, expect
         ImageEmbedder, fn_constructor_args=(model_refs, expected_hashes),
         fn_constructor_kwargs={"batch_size": plan.batch_size, "use_gpu": plan.use_gpu,
                                "mixed_precision": mixed_precision, "channels_last": channels_last,
-                               "threads": plan.threads_per_actor, "truncate": truncate},
+                               "compile_model": compile_model, "threads": plan.threads_per_actor, "truncate": truncate},
         batch_format="pyarrow", batch_size=step, compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
         num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else None, udf_modifying_row_count=False)
     return ds.map_batches(
@@ -236,7 +237,7 @@ def _embed_in_driver(ds, models: list, digests: list[str], plan: ExtractionPlan,
     try:
         embedder = ImageEmbedder(models, digests, batch_size=plan.batch_size, use_gpu=plan.use_gpu,
                                  mixed_precision=config.mixed_precision, channels_last=config.channels_last,
-                                 threads=plan.threads_per_actor, truncate=config.truncate)
+                                 compile_model=config.compile, threads=plan.threads_per_actor, truncate=config.truncate)
         buffered = 0
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
             pending.append(embedder(batch))
@@ -387,7 +388,8 @@ def _execute(jobs: list[_StoreJob], todo: pa.Table, stores: list[dict], run_tag:
         restore = _set_data_context(plan, config.progress_bars)
         digests = [job.digest for job in jobs]
         ds = build_dataset(todo, plan, model_refs, digests, jobs[0].model.config, stores, run_tag,
-                           storage_options, config.mixed_precision, config.channels_last, config.truncate)
+                           storage_options, config.mixed_precision, config.channels_last, config.truncate,
+                           config.compile)
         meter = _Throughput(todo.num_rows, config.log_every_s)
         if plan.layout == "driver":
             new_parts = _embed_in_driver(ds, [job.model for job in jobs], digests, plan, config, stores, run_tag,

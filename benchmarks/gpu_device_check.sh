@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one call, on a GPU machine with PyTorch + CUDA and no package registry (the device tool's
-# H200: `run` with carry [".gpu_bundle"] and timeout_s 540, after `bash benchmarks/gpu_bundle.sh` here):
+# H200: `run` with carry [".gpu_bundle"] and timeout_s 600, after `bash benchmarks/gpu_bundle.sh` here):
 #   1. installs .gpu_bundle/wheels into /tmp/site (never touching the image's packages), then a pre-flight:
 #      the bundle was made for this Python, the imports work and CUDA is there, else it stops at once;
 #   2. the tests marked gpu: autocast + channels-last descriptors against float32 and a shared frozen prefix on
@@ -49,7 +49,7 @@ PREFLIGHT
 then
   tail -5 "$OUT/machine.txt"; echo "pre-flight failed (machine.txt): nothing else run"; exit 4
 fi
-timeout -k 15 "${GPU_TESTS_TIMEOUT_S:-150}" "$PY" -m pytest -m gpu -p no:cacheprovider -q -rA \
+timeout -k 15 "${GPU_TESTS_TIMEOUT_S:-150}" "$PY" -m pytest -m gpu -p no:cacheprovider -q -rA --show-capture=stdout \
   tests/pipelines/extract/test_embedder_gpu.py tests/sare_core/training/test_distributed.py \
   tests/sare_core/evaluation/test_search.py --junitxml="$OUT/gpu_tests.xml" > "$OUT/gpu_tests.log" 2>&1
 tests_rc=$?

@@ -95,13 +95,13 @@ def bench_precision(model, images: torch.Tensor, sizes: dict) -> dict:
     for dtype in (torch.bfloat16, torch.float16):
         for netvlad_float32 in (True, False):
             set_netvlad_float32(fast, netvlad_float32)
+            name = f"{str(dtype).replace('torch.', '')}_netvlad_{'float32' if netvlad_float32 else 'autocast'}"
             try:
                 got = descriptors(fast, x, dtype)
                 seconds = time_forward(fast, x, dtype, sizes["warmup"], sizes["iters"])
             except RuntimeError as exc:  # float16 autocast on a CPU build without the kernels
-                result[f"{dtype}"] = f"failed: {str(exc)[:200]}"
+                result[name] = f"failed: {str(exc)[:200]}"
                 continue
-            name = f"{str(dtype).replace('torch.', '')}_netvlad_{'float32' if netvlad_float32 else 'autocast'}"
             result[name] = {"cosine_min": round(float((got * exact).sum(1).min()), 6),
                             "max_abs_diff": float(f"{float((got - exact).abs().max()):.3g}"),
                             "images_per_s": round(images.shape[0] / seconds, 1)}
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
              "layers": (lambda: bench_layers(copy.deepcopy(model), images, spec)) if cuda else None,
              "batch": lambda: bench_batches(copy.deepcopy(model), sizes, device, flops, spec),
              "compile": lambda: bench_compile(copy.deepcopy(model), images, sizes, flops, spec),
-             "embedder": lambda: bench_embedder(model.cpu(), sizes, device)}
+             "embedder": lambda: bench_embedder(copy.deepcopy(model).cpu(), sizes, device)}
     for key, measure in parts.items():
         if key in args.skip:
             report[key] = "skipped: --skip"

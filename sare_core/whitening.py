@@ -2,7 +2,10 @@
 
 Fitted on training database descriptors (the NetVLAD recipe): centre on their mean, project on the top k
 principal directions, divide each by the square root of its eigenvalue (whitening), then L2-normalise.
-A fitted whitening is a module of the saved model, so extraction applies it.
+A fitted whitening is a module of the saved model, so extraction applies it. It computes in float32 under
+`torch.autocast` (GPU extraction): centred descriptor values are small (float16 makes many of them
+subnormal) and whitening scales the low-variance directions up by 1/sqrt(eigenvalue); 32,768 -> 4,096 dims
+costs 0.27 GFLOP per image against the backbone's 188.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from sare_core.precision import autocast_enabled
 
 
 class PCAWhitening(nn.Module):
@@ -36,7 +41,13 @@ class PCAWhitening(nn.Module):
     def output_dim(self) -> int:
         return int(self.projection.shape[1])
 
+    # False lets autocast run the projection in half precision (tests show what the float32 guard changes).
+    float32_under_autocast = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float32_under_autocast and autocast_enabled(x.device.type):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return F.normalize((x.float() - self.mean) @ self.projection, p=2, dim=1)
         return F.normalize((x - self.mean) @ self.projection, p=2, dim=1)
 
 

@@ -64,10 +64,11 @@ class ImageEmbedder:
     descriptors to the bit as running each model whole. threads: torch CPU threads.
     On a GPU: uint8 pixels go to the device and are normalised there, the model runs in channels-last
     memory format under `torch.autocast` (float16) when `mixed_precision`, NetVLAD itself in float32, and
-    descriptors are re-normalised in float32. With `compile_model` each model runs `torch.compile`d (one static
-    graph per batch shape: a job's full batches and its last one); models sharing a frozen prefix run eager.
-    Batches are pipelined: a batch's descriptors are copied to the host asynchronously while the next batch
-    is prepared and queued, so the GPU does not wait on the host's copies. On the CPU: float32 throughout, `threads` torch threads.
+    descriptors are re-normalised in float32. With `compile_model`, models whose images have a fixed size
+    run `torch.compile`d (one static graph per batch shape: usually a job's full decode blocks and its last
+    one); with `max_side` (a size per aspect ratio) and models sharing a frozen prefix they run eager.
+    Within one call, batch k+1 is prepared and queued before batch k's descriptors, copied back
+    asynchronously, are waited for. On the CPU: float32 throughout, `threads` torch threads.
     Rows are grouped by image size (images of one size form one batch); a batch the models fail on is
     retried image by image and model by model, so an image one model fails on gets an error in that model's
     column only. With `truncate` K, descriptors keep their first K elements, re-L2-normalised.
@@ -107,11 +108,13 @@ class ImageEmbedder:
                 m = m.to(memory_format=torch.channels_last)
             self.models.append(m)
         self.groups = group_by_frozen_prefix(self.models) if len(self.models) > 1 else [[0]]
-        # Compiled on the GPU only (a CPU build would need a C++ compiler in every worker); eager for models
-        # that share a prefix. dynamic=False: static graphs, one per batch shape (a job has few: decode blocks
-        # of one size and a last, smaller one; padding short batches instead would cost more, as GPU plans
-        # take blocks of ~36 images at 480x640 in batches of up to 128).
-        self.compile_model = bool(compile_model) and self.device.type == "cuda"
+        # Compiled on the GPU only (a CPU build would need a C++ compiler in every worker) and for a fixed image
+        # size only: dynamic=False makes one static graph per batch shape (8-12 s each on an H200; torch stops
+        # compiling new ones after 8 and runs those eager), and images capped at max_side come in as many
+        # sizes as aspect ratios. Padding short batches instead would cost more: GPU plans hand the actor
+        # blocks of ~36 images at 480x640 with batches of up to 128.
+        self.compile_model = (bool(compile_model) and self.device.type == "cuda"
+                              and self.preprocessor.image_size is not None)
         self.runners = [torch.compile(m, dynamic=False) if self.compile_model else m for m in self.models]
 
     @property
@@ -140,6 +143,8 @@ class ImageEmbedder:
             return self.models[index](x)
         try:
             return self.runners[index](x)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the batch's failure (retried image by image), not the compiler's
         except Exception as error:  # noqa: BLE001 - torch.compile's failures have no common type
             out = self.models[index](x)
             log.warning("torch.compile failed (%s: %s); this worker runs its models eager", type(error).__name__,

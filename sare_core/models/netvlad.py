@@ -7,11 +7,12 @@ then each cluster's residual is L2-normalised (intra-normalisation) and the flat
 L2-normalised. The layout is cluster-major: element k*C + j is channel j of cluster k.
 
 Under `torch.autocast` (the GPU extraction path) the layer still computes in float32. A cluster far from
-every local descriptor can get assignment weights far below float16's smallest step (6e-8): they
-flush to zero, its residual sum becomes 0, and intra-normalisation (which scales every cluster's block to
-norm 1) leaves a zero block where float32 has a full one (VGG16-NetVLAD 64 at 480x640 on an H200: float16
-descriptors at cosine 0.925 to float32 ones, 0.999999 with this layer in float32). bfloat16 keeps float32's
-range but only 8 bits of mantissa. The layer costs about 0.16 of the 188 GFLOP of a VGG16 forward at 480x640
+every local descriptor can get assignment weights far below float16's smallest step (6e-8): the half-precision
+product that sums the weighted descriptors loses them while the subtracted (sum of weights) x centre term
+does not, so the cluster's residual is wrong, and intra-normalisation (which scales every cluster's block to
+norm 1) makes it a full block unlike float32's (VGG16-NetVLAD 64 at 480x640 on an H200: float16 descriptors
+at cosine 0.925 to float32 ones, 0.999999 with this layer in float32). bfloat16 keeps float32's range but
+only 8 bits of mantissa. The layer costs about 0.16 GFLOP of the 188 of a VGG16 forward at 480x640
 (benchmarks/gpu_tuning.py measures what float32 here buys).
 """
 
@@ -22,12 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+from sare_core.precision import autocast_enabled
 
 
 class NetVLAD(nn.Module):
@@ -87,7 +83,7 @@ class NetVLAD(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.dim:
             raise ValueError(f"NetVLAD expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
-        if self.float32_under_autocast and _autocast_enabled(x.device.type):
+        if self.float32_under_autocast and autocast_enabled(x.device.type):
             with torch.autocast(device_type=x.device.type, enabled=False):
                 return self._pool(x.float())
         return self._pool(x)

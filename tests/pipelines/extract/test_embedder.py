@@ -50,3 +50,25 @@ def test_a_failing_batch_between_good_ones_costs_only_its_failing_image(toy_stre
     got = descriptors(out)
     for i in (0, 1, 2, 3, 5, 6):
         np.testing.assert_allclose(got[i], ImageEmbedder(model).embed(pixels[i:i + 1])[0], atol=1e-6)
+
+
+def test_a_batch_whose_descriptors_fail_to_come_back_is_retried_in_its_own_rows(toy_street_images):
+    # On a GPU a batch can fail after it was queued, when its descriptors are collected (the CPU computes at
+    # once, so the failure is made here): only that batch's images are redone, one by one, in their rows.
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny", num_clusters=8, max_side=96)).eval()
+    pixels = np.stack([resized_uint8(load_rgb(str(p)), (48, 64), None) for p in toy_street_images[:8]])
+    embedder = ImageEmbedder(model, batch_size=3)
+    collect, calls = embedder._collect, []
+
+    def second_batch_fails(launched):
+        calls.append(len(launched[0][0]))
+        if len(calls) == 2:
+            raise RuntimeError("the device failed while this batch ran")
+        return collect(launched)
+
+    embedder._collect = second_batch_fails
+    out = embedder(decoded_rows(pixels))
+    assert calls == [3, 3, 2] and out.column("error").to_pylist() == [""] * 8
+    alone = np.concatenate([ImageEmbedder(model).embed(pixels[i:i + 1]) for i in range(8)])
+    np.testing.assert_allclose(descriptors(out), alone, atol=1e-6)

@@ -21,10 +21,12 @@ MIN_COSINE = 0.999
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("compile_model", [True, False])  # compiled: `sare extract`'s default on a GPU
 @pytest.mark.parametrize(("backbone", "clusters", "size"), [("efficientnet_lite0", 16, (240, 320)),
                                                             ("vgg16", 16, (240, 320)),
                                                             ("vgg16", 64, (480, 640))])  # the paper's model
-def test_autocast_channels_last_equals_float32(backbone, clusters, size, toy_street_images, monkeypatch):
+def test_autocast_channels_last_equals_float32(backbone, clusters, size, compile_model, toy_street_images,
+                                               monkeypatch):
     weights = "imagenet" if backbone == "efficientnet_lite0" else "none"
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=backbone, weights=weights, num_clusters=clusters, whitening_dim=None,
@@ -33,7 +35,7 @@ def test_autocast_channels_last_equals_float32(backbone, clusters, size, toy_str
     pixels = np.stack([prep.to_uint8(load_rgb(str(p))) for p in toy_street_images[:8]])
     # ImageEmbedder moves its model to the device and memory format in place: each one gets its own copy.
     half = ImageEmbedder(copy.deepcopy(model), use_gpu=True, mixed_precision=True, channels_last=True,
-                         compile_model=True)  # what `sare extract` runs on a GPU
+                         compile_model=compile_model)
     fast = half.embed(pixels)
     # The float32 reference without TF32 (PyTorch lets cuDNN use it by default), so it is the CPU's arithmetic.
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
@@ -41,8 +43,9 @@ def test_autocast_channels_last_equals_float32(backbone, clusters, size, toy_str
     exact = ImageEmbedder(copy.deepcopy(model), use_gpu=True, mixed_precision=False, channels_last=False).embed(pixels)
     cpu = ImageEmbedder(copy.deepcopy(model), use_gpu=False).embed(pixels)
     # Shown by `pytest -rA` (the device check keeps its log): what the tolerances were measured against.
-    assert half.runners[0] is not half.models[0]  # it ran compiled (a failed compilation falls back to eager)
-    print(f"{backbone} K={clusters} {size}: compiled, "
+    # Compiled: no fallback to eager happened (graph breaks would still pass this).
+    assert (half.runners[0] is not half.models[0]) == compile_model
+    print(f"{backbone} K={clusters} {size}: {'compiled' if compile_model else 'eager'}, "
           f"max |diff| {np.abs(fast - exact).max():.2e}, min cosine {(fast * exact).sum(1).min():.6f}")
     assert np.abs(fast - exact).max() < MAX_ABS_DIFFERENCE
     assert (fast * exact).sum(1).min() > MIN_COSINE
@@ -86,6 +89,9 @@ def test_compiled_and_queued_ahead_each_image_gets_its_descriptor(toy_street_ima
     got = np.asarray(out.column("descriptor").to_pylist(), np.float32)
     eager = ImageEmbedder(copy.deepcopy(model), use_gpu=True)
     alone = np.concatenate([eager.embed(pixels[i:i + 1]) for i in range(8)])
+    # Random weights make the photos' descriptors alike (cosine 0.96-0.98 on the CPU), yet below the bound:
+    # a row swapped would not pass.
+    assert max((alone[i] * alone[j]).sum() for i in range(8) for j in range(i)) < MIN_COSINE - 0.01
     print(f"queued, compiled against alone, eager: max |diff| {np.abs(got - alone).max():.2e}, "
           f"min cosine {(got * alone).sum(1).min():.6f}")
     assert np.abs(got - alone).max() < MAX_ABS_DIFFERENCE

@@ -178,7 +178,9 @@ def test_a_nonfinite_loss_on_one_worker_is_skipped_on_all_and_counted(tiny_city,
 
 def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_local):
     pid_dir = tmp_path / "pids"
-    config = tiny_config(tiny_city, tmp_path, "killed", epochs=3, pid_dir=str(pid_dir), max_failures=2)
+    # Four epochs and a kill 0.2 s after epoch 1's reports: on a fast host an epoch of the tiny city takes
+    # about half a second, and a kill that lands after the last epoch tests nothing (said below if it does).
+    config = tiny_config(tiny_city, tmp_path, "killed", epochs=4, pid_dir=str(pid_dir), max_failures=2)
     killed = {}
 
     def kill_rank1_after_first_checkpoint():
@@ -187,19 +189,22 @@ def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_lo
         while time.time() < deadline:
             reported = [line.split()[:3] for line in log.read_text().splitlines()] if log.is_file() else []
             if sum(epoch == "1" for _, _, epoch in reported) == 2:  # both ranks reported epoch 1 (checkpointed)
-                time.sleep(1.0)  # into epoch 2
+                time.sleep(0.2)  # into epoch 2
                 pid = int((pid_dir / "rank1.pid").read_text())
                 os.kill(pid, signal.SIGKILL)
                 killed["pid"] = pid
+                killed["last_epoch_reported"] = max(int(epoch) for _, _, epoch in
+                                                    (line.split()[:3] for line in log.read_text().splitlines()))
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     thread = threading.Thread(target=kill_rank1_after_first_checkpoint, daemon=True)
     thread.start()
     result = run(config)
     thread.join(timeout=5)
     assert killed, "the worker was never killed"
-    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    assert killed["last_epoch_reported"] < 4, f"the kill came after the last epoch: {killed}"
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3, 4]
     # The restarted worker group wrote new PIDs.
     assert int((pid_dir / "rank1.pid").read_text()) != killed["pid"]
     assert torch.isfinite(torch.tensor([h["loss"] for h in result.history[1:]])).all()
@@ -212,7 +217,7 @@ def test_killed_worker_restarts_from_last_checkpoint(tiny_city, tmp_path, ray_lo
     assert sorted(rank for rank, _ in epoch1) == ["0", "1"] and {pid for _, pid in epoch1} <= first_group
     restarted = {pid for rank, pid, epoch in reports if pid not in first_group}
     assert restarted and not [e for rank, pid, e in reports if pid in restarted and e in ("0", "1")]
-    assert [e for rank, pid, e in reports if pid in restarted and rank == "0"][-1] == "3"
+    assert [e for rank, pid, e in reports if pid in restarted and rank == "0"][-1] == "4"
 
 
 def test_settings_recorded_by_another_version_are_compared_on_the_fields_both_have(tiny_city, tmp_path, caplog):

@@ -116,5 +116,11 @@ def test_channels_last_trains_as_channels_first_to_float_rounding(tiny_city):
     assert all(m.weight.is_contiguous() for m in first_model.modules() if isinstance(m, torch.nn.Conv2d))
     assert last["tuples"] == first["tuples"] > 0
     assert last["loss"] == pytest.approx(first["loss"], rel=1e-4)
+    # Per tensor, against its own scale: a convolution's bias before BatchNorm gets no gradient but rounding
+    # (BatchNorm removes the mean), so its small elements differ by the tensor's rounding, not their own. An
+    # Intel host showed 6-8e-4 of each trained tensor's largest value (AMD hosts less); a layout bug is O(1).
     for key, value in first_model.state_dict().items():
-        torch.testing.assert_close(last_model.state_dict()[key], value, atol=1e-4, rtol=1e-3, msg=key)
+        if value.numel():
+            scale = float(value.float().abs().max())
+            difference = float((last_model.state_dict()[key].float() - value.float()).abs().max())
+            assert difference <= 2e-3 * scale + 1e-6, (key, difference, scale)

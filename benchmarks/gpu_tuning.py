@@ -209,6 +209,16 @@ def bench_compile(model, images: torch.Tensor, sizes: dict, flops: int, spec: fl
             "fraction_of_bf16_spec_peak": _significant(rate * flops / 1e12 / spec) if spec else None}
 
 
+def compiled_graphs() -> int | None:
+    """Graphs torch.compile has compiled in this process so far (dynamo's own counter), None if unreadable."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+    except Exception:  # noqa: BLE001 - a private counter: report nothing rather than fail the part
+        return None
+
+
 def bench_embedder(model, sizes: dict, device) -> dict:
     """The extraction actor's call on a block of --iters x --batch decoded images (as Ray Data hands it one),
     compiled and eager: images/s of the second call (the first compiles), and the descriptors' smallest cosine
@@ -226,6 +236,7 @@ def bench_embedder(model, sizes: dict, device) -> dict:
     result = {"images_per_call": count, "batch": sizes["batch"]}
     got = {}
     for name, compiled in (("compiled", True), ("eager", False)):
+        graphs_before = compiled_graphs()
         embedder = ImageEmbedder(copy.deepcopy(model), batch_size=sizes["batch"], use_gpu=use_gpu,
                                  compile_model=compiled)
         start = time.perf_counter()
@@ -235,9 +246,12 @@ def bench_embedder(model, sizes: dict, device) -> dict:
         out = embedder(rows)  # the descriptors come back as an Arrow table: every copy has finished
         seconds = time.perf_counter() - start
         got[name] = np.asarray(out.column("descriptor").to_pylist()[: sizes["batch"]], np.float32)
+        graphs = compiled_graphs()
         result[name] = {"images_per_s": round(count / seconds, 1), "first_call_s": round(first_s, 2),
                         "compiled": embedder.compile_model,
-                        "runs_compiled": embedder.runners[0] is not embedder.models[0]}
+                        "runs_compiled": embedder.runners[0] is not embedder.models[0],
+                        # graphs dynamo compiled during the two calls (a graph break or a fallback shows here)
+                        "graphs_compiled": None if graphs is None else graphs - graphs_before}
     tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:

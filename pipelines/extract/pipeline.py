@@ -7,8 +7,8 @@ The pipeline (one Ray Data dataset, streamed):
 
     rows (id, path, role, split, utm, label) built from the PlaceDataset, never a file listing
       -> decode_images            CPU tasks (no torch in them): read, decode, resize; uint8 pixels out
-      -> ImageEmbedder            actor pool: one GPU per actor (float16 autocast, channels-last, compiled) when the
-                                  cluster has GPUs, CPU actors otherwise; or (layout "driver": small jobs
+      -> ImageEmbedder            actor pool: one GPU per actor (float16 autocast, channels-last, compiled)
+                                  when the cluster has GPUs, CPU actors otherwise; or (layout "driver": small jobs
                                   on one CPU node) the driver itself, which already holds the model
       -> write_parts              tasks: each writes its rows as one immutable store part (plus a failures
                                   part for images that could not be read); only part names reach the driver
@@ -154,7 +154,8 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_refs: list, expect
         ImageEmbedder, fn_constructor_args=(model_refs, expected_hashes),
         fn_constructor_kwargs={"batch_size": plan.batch_size, "use_gpu": plan.use_gpu,
                                "mixed_precision": mixed_precision, "channels_last": channels_last,
-                               "compile_model": compile_model, "threads": plan.threads_per_actor, "truncate": truncate},
+                               "compile_model": compile_model, "threads": plan.threads_per_actor,
+                               "truncate": truncate},
         batch_format="pyarrow", batch_size=step, compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
         num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else None, udf_modifying_row_count=False)
     return ds.map_batches(
@@ -237,7 +238,8 @@ def _embed_in_driver(ds, models: list, digests: list[str], plan: ExtractionPlan,
     try:
         embedder = ImageEmbedder(models, digests, batch_size=plan.batch_size, use_gpu=plan.use_gpu,
                                  mixed_precision=config.mixed_precision, channels_last=config.channels_last,
-                                 compile_model=config.compile, threads=plan.threads_per_actor, truncate=config.truncate)
+                                 compile_model=config.compile, threads=plan.threads_per_actor,
+                                 truncate=config.truncate)
         buffered = 0
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
             pending.append(embedder(batch))

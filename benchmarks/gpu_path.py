@@ -463,15 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
 
     def part(key: str, measure) -> None:
-        """Run one part; a failure is recorded under its key and the others still run. The JSON is
-        rewritten after every part, so a time limit that ends the script keeps what was measured."""
-        try:
-            report[key] = measure()
-        except Exception as exc:  # noqa: BLE001 - one broken part must not cost the others' figures
-            report[key] = f"failed: {type(exc).__name__}: {str(exc)[:500]}"
-            failed.append(key)
-            print(f"{key}: {report[key]}", flush=True)
-        write_report(report, out, started)
+        run_part(report, key, measure, failed, lambda: write_report(report, out, started))
 
     def train_step_both_layouts(backend: str, world: int) -> dict:
         # `train.channels_last` is on by default everywhere; on the CPU it made a step 0.76 as long
@@ -497,6 +489,19 @@ def main(argv: list[str] | None = None) -> int:
     write_report(report, out, started)
     print(f"wrote {out} ({report['seconds']} s)" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
+
+
+def run_part(report: dict, key: str, measure, failed: list[str], save) -> None:
+    """report[key] = measure(); a failure is recorded there as "failed: <error>" (and its key appended to
+    `failed`) so the other parts still run. `save()` writes the JSON after every part, so a time limit that
+    ends the script keeps what was measured. Shared with benchmarks/gpu_tuning.py."""
+    try:
+        report[key] = measure()
+    except Exception as exc:  # noqa: BLE001 - one broken part must not cost the others' figures
+        report[key] = f"failed: {type(exc).__name__}: {str(exc)[:500]}"
+        failed.append(key)
+        print(f"{key}: {report[key]}", flush=True)
+    save()
 
 
 def write_report(report: dict, out: str, started: float) -> None:

@@ -4,8 +4,8 @@ weights, random images of 480x640), bfloat16 autocast and channels-last unless a
 
 Parts (the JSON is rewritten after each; a failed part is recorded as "failed: <error>" and the rest still run):
   precision  descriptors under bfloat16 and float16 autocast against float32 without TF32 (the CPU's arithmetic),
-             with NetVLAD kept in float32 (the default, `NetVLAD.float32_under_autocast`) and left to autocast:
-             the smallest cosine similarity and the largest absolute difference over the batch, and images/s.
+             with NetVLAD kept in float32 (the default: `sare_core.precision.computed_in_float32`) and left to
+             autocast: the smallest cosine similarity and the largest absolute difference over the batch, and images/s.
   layers     one batch timed layer by layer with CUDA events around every convolution, ReLU, max-pool and the
              NetVLAD layer: milliseconds per layer and per kind, and each convolution's TFLOP/s (2 x
              multiply-adds / its time) as a fraction of the card's bfloat16 data-sheet peak.
@@ -43,6 +43,7 @@ from gpu_path import (  # noqa: E402
     forward_flops_per_image,
     machine_info,
     model_config,
+    run_part,
     synchronize,
     write_report,
 )
@@ -298,18 +299,12 @@ def main(argv: list[str] | None = None) -> int:
              "compile": lambda: bench_compile(copy.deepcopy(model), images, sizes, flops, spec),
              "embedder": lambda: bench_embedder(copy.deepcopy(model).cpu(), sizes, device)}
     for key, measure in parts.items():
-        if key in args.skip:
-            report[key] = "skipped: --skip"
-        elif measure is None:
-            report[key] = "skipped: no CUDA"
-        else:
-            try:
-                report[key] = measure()
-            except Exception as exc:  # noqa: BLE001 - one broken part must not cost the others' figures
-                report[key] = f"failed: {type(exc).__name__}: {str(exc)[:500]}"
-                failed.append(key)
-            print(f"{key} done at {time.perf_counter() - started:.0f} s", flush=True)
-        write_report(report, out, started)
+        if key in args.skip or measure is None:
+            report[key] = "skipped: --skip" if key in args.skip else "skipped: no CUDA"
+            write_report(report, out, started)
+            continue
+        run_part(report, key, measure, failed, lambda: write_report(report, out, started))
+        print(f"{key} done at {time.perf_counter() - started:.0f} s", flush=True)
     print(f"wrote {out} ({report['seconds']} s)" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
 

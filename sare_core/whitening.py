@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sare_core.precision import autocast_enabled
+from sare_core.precision import computed_in_float32
 
 
 class PCAWhitening(nn.Module):
@@ -41,13 +41,8 @@ class PCAWhitening(nn.Module):
     def output_dim(self) -> int:
         return int(self.projection.shape[1])
 
-    # False lets autocast run the projection in half precision (tests show what the float32 guard changes).
-    float32_under_autocast = True
-
+    @computed_in_float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.float32_under_autocast and autocast_enabled(x.device.type):
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                return F.normalize((x.float() - self.mean) @ self.projection, p=2, dim=1)
         return F.normalize((x - self.mean) @ self.projection, p=2, dim=1)
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sare_core.precision import autocast_enabled
+from sare_core.precision import computed_in_float32
 
 
 class NetVLAD(nn.Module):
@@ -76,19 +76,10 @@ class NetVLAD(nn.Module):
         logits = self.assignment(x).flatten(2)
         return F.softmax(logits, dim=1)
 
-    # False lets autocast run the layer in half precision: kept only so benchmarks/gpu_tuning.py can measure
-    # what the float32 layer buys.
-    float32_under_autocast = True
-
+    @computed_in_float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.dim:
             raise ValueError(f"NetVLAD expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
-        if self.float32_under_autocast and autocast_enabled(x.device.type):
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                return self._pool(x.float())
-        return self._pool(x)
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalize_input:
             x = F.normalize(x, p=2, dim=1)
         a = self.soft_assignment(x)  # (B, K, HW)

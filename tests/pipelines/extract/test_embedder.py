@@ -21,20 +21,28 @@ def descriptors(table: pa.Table, column: str = "descriptor") -> np.ndarray:
     return np.asarray(table.column(column).to_pylist(), np.float32)
 
 
-def test_batches_queued_ahead_give_each_image_its_own_descriptor(toy_street_images):
+def tiny_model_and_photos(toy_street_images, count: int) -> tuple[torch.nn.Module, np.ndarray]:
+    """The tiny backbone (seed 0) and the first `count` street photos as (count, 48, 64, 3) uint8."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="tiny", num_clusters=8, max_side=96)).eval()
-    pixels = np.stack([resized_uint8(load_rgb(str(p)), (48, 64), None) for p in toy_street_images[:8]])
+    return model, np.stack([resized_uint8(load_rgb(str(p)), (48, 64), None) for p in toy_street_images[:count]])
+
+
+def embedded_alone(model, pixels: np.ndarray) -> np.ndarray:
+    """Each image's descriptor from a batch of its own."""
+    return np.concatenate([ImageEmbedder(model).embed(pixels[i:i + 1]) for i in range(len(pixels))])
+
+
+def test_batches_queued_ahead_give_each_image_its_own_descriptor(toy_street_images):
+    model, pixels = tiny_model_and_photos(toy_street_images, 8)
     out = ImageEmbedder(model, batch_size=3)(decoded_rows(pixels))  # batches of 3, 3 and 2
-    alone = np.concatenate([ImageEmbedder(model).embed(pixels[i:i + 1]) for i in range(8)])
+    alone = embedded_alone(model, pixels)
     assert out.column("error").to_pylist() == [""] * 8 and out.column("id").to_pylist() == list("01234567")
     np.testing.assert_allclose(descriptors(out), alone, atol=1e-6)
 
 
 def test_a_failing_batch_between_good_ones_costs_only_its_failing_image(toy_street_images):
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="tiny", num_clusters=8, max_side=96)).eval()
-    pixels = np.stack([resized_uint8(load_rgb(str(p)), (48, 64), None) for p in toy_street_images[:7]])
+    model, pixels = tiny_model_and_photos(toy_street_images, 7)
     pixels[4] = 0  # in the second batch of three
     forward = model.forward
 
@@ -47,17 +55,14 @@ def test_a_failing_batch_between_good_ones_costs_only_its_failing_image(toy_stre
     out = ImageEmbedder(model, batch_size=3)(decoded_rows(pixels))
     errors = out.column("error").to_pylist()
     assert "a dark image" in errors[4] and errors[:4] + errors[5:] == [""] * 6
-    got = descriptors(out)
-    for i in (0, 1, 2, 3, 5, 6):
-        np.testing.assert_allclose(got[i], ImageEmbedder(model).embed(pixels[i:i + 1])[0], atol=1e-6)
+    good = [0, 1, 2, 3, 5, 6]
+    np.testing.assert_allclose(descriptors(out)[good], embedded_alone(model, pixels[good]), atol=1e-6)
 
 
 def test_a_batch_whose_descriptors_fail_to_come_back_is_retried_in_its_own_rows(toy_street_images):
     # On a GPU a batch can fail after it was queued, when its descriptors are collected (the CPU computes at
     # once, so the failure is made here): only that batch's images are redone, one by one, in their rows.
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="tiny", num_clusters=8, max_side=96)).eval()
-    pixels = np.stack([resized_uint8(load_rgb(str(p)), (48, 64), None) for p in toy_street_images[:8]])
+    model, pixels = tiny_model_and_photos(toy_street_images, 8)
     embedder = ImageEmbedder(model, batch_size=3)
     collect, calls = embedder._collect, []
 
@@ -70,5 +75,5 @@ def test_a_batch_whose_descriptors_fail_to_come_back_is_retried_in_its_own_rows(
     embedder._collect = second_batch_fails
     out = embedder(decoded_rows(pixels))
     assert calls == [3, 3, 2] and out.column("error").to_pylist() == [""] * 8
-    alone = np.concatenate([ImageEmbedder(model).embed(pixels[i:i + 1]) for i in range(8)])
+    alone = embedded_alone(model, pixels)
     np.testing.assert_allclose(descriptors(out), alone, atol=1e-6)

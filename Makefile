@@ -11,13 +11,17 @@ EXTRAS ?= cpu,dev
 install: $(VENV)/.installed
 
 # constraints.txt pins every package at the versions the suite passed with, so pip never backtracks.
-# --no-compile: pip does not byte-compile every module of every package (torch, ray, scipy...); Python compiles
-# the modules a run imports, once, on first import (benchmarks/install_time.py times both).
+# --no-compile: pip byte-compiles one file at a time; the last step compiles everything installed (and the
+# project) on every CPU instead. Bytecode must exist before the first run: where PYTHONDONTWRITEBYTECODE is set
+# (as on this project's machines) Python never saves what it compiles, and every process, each Ray worker and
+# actor among them, would compile torch and Ray again as it imports them (benchmarks/bytecode.py). Files that
+# do not compile under this Python (torch's Python 3.12 test samples) are skipped.
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt $(TORCH_PINS)
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PY) -c "import compileall as c, sysconfig as s; [c.compile_dir(d, quiet=2, workers=0) for d in sorted({*map(s.get_path, ('purelib', 'platlib')), 'sare_core', 'pipelines'})]"
 	touch $@
 
 demo: install

@@ -28,7 +28,8 @@ stage but the city; the city stage is scaled by its own rate on
 the slow host (the small preset's 7,800 images in 121 s there, 48 s on the fast host: 2.5x).
 
 Results go to results/demo_seeds[_<label>].json after every seed; a rerun skips seeds already there with the
-same config and overrides. `--reproject` rewrites a results file's projections with this version's model
+same config, overrides and code (`code_revision`: the git trees of sare_core/ and pipelines/, recorded per
+run). `--reproject` rewrites a results file's projections with this version's model
 (keeping the host and date it was measured on).
 """
 
@@ -46,6 +47,10 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+from bytecode import venv_has_bytecode  # noqa: E402
+
 SLOW_HOST_TUPLES_PER_S = 2.8  # 2026-12-01, 400 tuples of 12 images and ~3,400 re-mined images per epoch
 SLOW_HOST_EPOCH = {"tuples": 400, "trained_images": 400 * 12, "mined_images": 3400}
 SLOW_HOST_CITY_IMAGES_PER_S = 7_800 / 121.0  # the same host's city stage: the small preset's 7,800 images in 121 s
@@ -129,10 +134,29 @@ class CpuSampler(threading.Thread):
         return value
 
 
+CODE_PATHS = ("sare_core", "pipelines")  # the code a demo's figures depend on (configs: the config's own digest)
+
+
+def code_revision() -> str:
+    """The git tree ids of CODE_PATHS at HEAD, with "+dirty" when either has uncommitted changes; "unknown"
+    outside a git checkout. Two runs with the same revision ran the same code."""
+    try:
+        trees = [subprocess.run(["git", "rev-parse", f"HEAD:{path}"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()[:12] for path in CODE_PATHS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return "/".join(trees) + ("+dirty" if dirty else "")
+
+
 def config_key(config: str, overrides: list[str]) -> str:
+    """A digest of the config file's bytes, the overrides and the code revision (`code_revision`): a record
+    made by other code is not reused."""
     with open(os.path.join(REPO, config), "rb") as f:
         digest = hashlib.sha256(f.read())
     digest.update("\n".join(overrides).encode())
+    digest.update(code_revision().encode())
     return digest.hexdigest()[:16]
 
 
@@ -162,7 +186,8 @@ def run_seed(config: str, overrides: list[str], seed: int, out_dir: str, log_pat
     trained_epochs = [e for e in summary["epochs"] if e["epoch"] > 0]
     rates = sorted(e["tuples_per_s"] for e in trained_epochs)
     run = {
-        "seed": seed, "command": " ".join(["sare"] + command[3:]),
+        "seed": seed, "command": " ".join(["sare"] + command[3:]), "code_revision": code_revision(),
+        "venv_bytecode": venv_has_bytecode(),
         "recall@1": summary["recall@1"], "gain_recall@1": summary["gain_recall@1"],
         "best_epoch": summary["best_epoch"], "epochs": summary["epochs"],
         "wall_minutes": wall / 60, "demo_minutes": summary["minutes"],
@@ -259,7 +284,9 @@ def main(argv=None) -> int:
     if os.path.isfile(out_path):
         with open(out_path) as f:
             record = json.load(f)
-        if record.get("config_key") != key:
+        if args.reproject:
+            key = record.get("config_key", key)  # reprojection keeps what the record was measured with
+        elif record.get("config_key") != key:
             record = {}
     runs = {r["seed"]: r for r in record.get("runs", [])}
     if args.reproject:

@@ -61,8 +61,10 @@ print("RESULT " + json.dumps({"to_worker_function_s": started - ready, "worker_i
 """
 
 
-def one_run(one_node_settings: bool) -> dict:
+def one_run(one_node_settings: bool, extra_env: dict | None = None) -> dict:
+    """One fresh process's figures; `extra_env` is added to its environment (benchmarks/bytecode.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ONE_NODE_TRAIN_ENV}
+    env.update(extra_env or {})
     if one_node_settings:
         env.update(ONE_NODE_TRAIN_ENV)
     else:  # Ray Train's defaults, stated: the project's context manager leaves set variables alone

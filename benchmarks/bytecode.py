@@ -20,9 +20,7 @@ returning to the workers' function, and the whole `fit`). Ratios compiled / none
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 from install_time import FIRST_IMPORT  # noqa: E402
+from train_startup import medians, save  # noqa: E402
 from train_startup import one_run as train_startup_run  # noqa: E402
 
 SETTINGS = ("none", "compiled")
@@ -91,15 +90,10 @@ def main(argv=None) -> int:
         "command": "python benchmarks/bytecode.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "first_import": FIRST_IMPORT,
         "rounds": rounds,
-        "median": {s: {k: statistics.median(r[s][k] for r in rounds) for k in keys} for s in SETTINGS},
+        "median": medians(rounds, SETTINGS, keys),
         "median_ratio": {k: statistics.median(r["ratio"][k] for r in rounds) for k in keys},
-        "host": platform.node(), "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
-        "written": time.strftime("%Y-%m-%d %H:%M"),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps({"median": result["median"], "median_ratio": result["median_ratio"]}, indent=1))
+    save(result, args.out, ("median", "median_ratio"))
     return 0
 
 

@@ -79,6 +79,22 @@ def one_run(one_node_settings: bool, extra_env: dict | None = None) -> dict:
     return {k: round(v, 2) for k, v in json.loads(lines[0][len("RESULT "):]).items()}
 
 
+def medians(rounds: list[dict], settings, keys) -> dict:
+    """{setting: {key: median over the rounds}} of alternating rounds ({setting: {key: value}} each)."""
+    return {name: {k: statistics.median(r[name][k] for r in rounds) for k in keys} for name in settings}
+
+
+def save(result: dict, out: str, shown: tuple[str, ...]) -> None:
+    """Write `result`, with the host, its CPUs, the load average and the date added, to `out` as JSON, and
+    print its `shown` entries."""
+    result.update({"host": platform.node(), "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
+                   "written": time.strftime("%Y-%m-%d %H:%M")})
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps({k: result[k] for k in shown}, indent=1))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=4)
@@ -100,15 +116,10 @@ def main(argv=None) -> int:
         "command": "python benchmarks/train_startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "one_node_settings": ONE_NODE_TRAIN_ENV,
         "rounds": rounds,
-        "median": {name: {k: statistics.median(r[name][k] for r in rounds) for k in keys} for name in settings},
+        "median": medians(rounds, settings, keys),
         "median_fit_ratio": statistics.median(r["fit_ratio"] for r in rounds),
-        "host": platform.node(), "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
-        "written": time.strftime("%Y-%m-%d %H:%M"),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps({"median": result["median"], "median_fit_ratio": result["median_fit_ratio"]}, indent=1))
+    save(result, args.out, ("median", "median_fit_ratio"))
     return 0
 
 

@@ -7,7 +7,9 @@ The clone lands in a temporary folder that is removed afterwards. `--keep-cache`
 (the time a second install takes); `--no-lock` installs without constraints.txt (pip resolves alone);
 `--pip-compile` drops the recipe's `--no-compile`, so that pip byte-compiles every module as it installs.
 After the recipe, the first import of what the project runs (torch, Ray Data / Train / Tune, FAISS,
-pyarrow, the project) is timed too: without pip's byte-compiling, that is when the imported modules compile.
+pyarrow, the project) is timed too. The recipe's last step byte-compiles the venv, so that import reads saved
+bytecode; without that step, every import compiles its modules, and where PYTHONDONTWRITEBYTECODE is set
+(benchmarks/bytecode.py) they are never saved, so the next process compiles them again.
 """
 
 from __future__ import annotations

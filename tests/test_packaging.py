@@ -65,3 +65,17 @@ def test_a_tiny_demo_runs_from_the_installed_package_in_another_folder(installed
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-3000:]
     assert (tmp_path / "runs" / "demo" / "demo_summary.json").is_file()
     assert "demo finished" in ran.stdout
+
+
+def test_make_install_leaves_the_venv_byte_compiled():
+    """`make install` ends by byte-compiling the venv: with PYTHONDONTWRITEBYTECODE set (these machines) Python
+    never saves bytecode itself, and every Ray worker would compile torch and Ray again (benchmarks/bytecode.py)."""
+    if not (Path(sys.prefix) / ".installed").is_file():
+        pytest.skip("this interpreter's environment was not made by `make install`")
+    import importlib.util
+
+    for package in ("torch", "ray", "pyarrow"):
+        folder = Path(importlib.util.find_spec(package).origin).parent
+        cache = Path(sys.pycache_prefix) / folder.relative_to("/") if sys.pycache_prefix else folder / "__pycache__"
+        tag = sys.implementation.cache_tag
+        assert (cache / f"__init__.{tag}.pyc").is_file(), f"{package}: no bytecode in {cache} (run make install)"

@@ -47,19 +47,33 @@ def environment(setting: str, empty_prefix: str) -> dict:
 
 def import_seconds(extra_env: dict) -> float:
     """Wall seconds of a fresh interpreter importing FIRST_IMPORT."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
-    env.update(extra_env)
+    env = {**os.environ, **extra_env}
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", FIRST_IMPORT], cwd=REPO, env=env, check=True, capture_output=True)
     return time.perf_counter() - started
 
 
-def venv_has_bytecode() -> bool:
-    """Whether torch's package folder holds saved bytecode (what `make install` now writes)."""
+CHECKED_PACKAGES = ("torch", "ray", "pyarrow")
+
+
+def modules_without_bytecode(package: str) -> tuple[str, list[str]]:
+    """(where `package`'s bytecode is looked for, its top-level modules that have none). Modules that no run
+    imports (ray/setup-dev.py, pyarrow/cuda.py...) count too: where Python saves bytecode, the imported ones
+    would have it without `make install`'s step."""
     import importlib.util
 
-    torch_dir = os.path.dirname(importlib.util.find_spec("torch").origin)
-    return os.path.isdir(os.path.join(torch_dir, "__pycache__"))
+    folder = os.path.dirname(importlib.util.find_spec(package).origin)
+    prefix = sys.pycache_prefix
+    cache = os.path.join(prefix, os.path.relpath(folder, "/")) if prefix else os.path.join(folder, "__pycache__")
+    tag = sys.implementation.cache_tag
+    missing = [name for name in sorted(os.listdir(folder)) if name.endswith(".py")
+               and not os.path.isfile(os.path.join(cache, f"{name[:-3]}.{tag}.pyc"))]
+    return cache, missing
+
+
+def venv_has_bytecode() -> bool:
+    """Whether every top-level module of CHECKED_PACKAGES has saved bytecode (what `make install` writes)."""
+    return not any(modules_without_bytecode(package)[1] for package in CHECKED_PACKAGES)
 
 
 def main(argv=None) -> int:
@@ -67,6 +81,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default=os.path.join(REPO, "results", "bytecode.json"))
     args = p.parse_args(argv)
+    # "compiled" means the __pycache__ folders: a prefix set in this environment would reach every run
+    # (train_startup's processes inherit os.environ), so it is dropped for all of them.
+    os.environ.pop("PYTHONPYCACHEPREFIX", None)
     if not venv_has_bytecode():
         raise SystemExit("the venv holds no bytecode: run `make install` (which compiles it) first")
 

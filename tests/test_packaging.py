@@ -69,13 +69,13 @@ def test_a_tiny_demo_runs_from_the_installed_package_in_another_folder(installed
 
 def test_make_install_leaves_the_venv_byte_compiled():
     """`make install` ends by byte-compiling the venv: with PYTHONDONTWRITEBYTECODE set (these machines) Python
-    never saves bytecode itself, and every Ray worker would compile torch and Ray again (benchmarks/bytecode.py)."""
+    never saves bytecode itself, and every Ray worker would compile torch and Ray again (benchmarks/bytecode.py).
+    Every top-level module of each package must have bytecode, including those no run imports."""
     if not (Path(sys.prefix) / ".installed").is_file():
         pytest.skip("this interpreter's environment was not made by `make install`")
-    import importlib.util
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bytecode import CHECKED_PACKAGES, modules_without_bytecode
 
-    for package in ("torch", "ray", "pyarrow"):
-        folder = Path(importlib.util.find_spec(package).origin).parent
-        cache = Path(sys.pycache_prefix) / folder.relative_to("/") if sys.pycache_prefix else folder / "__pycache__"
-        tag = sys.implementation.cache_tag
-        assert (cache / f"__init__.{tag}.pyc").is_file(), f"{package}: no bytecode in {cache} (run make install)"
+    for package in CHECKED_PACKAGES:
+        cache, missing = modules_without_bytecode(package)
+        assert not missing, f"{package}: no bytecode in {cache} for {missing[:5]} (run make install)"

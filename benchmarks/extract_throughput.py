@@ -61,6 +61,7 @@ sys.path.insert(0, REPO)
 from pipelines.extract.config import ExtractConfig  # noqa: E402
 from pipelines.extract.pipeline import run  # noqa: E402
 from pipelines.model.specs import load_model_spec  # noqa: E402
+from sare_core.allocator import keep_freed_memory  # noqa: E402
 from sare_core.data import PlaceDataset, write_manifest  # noqa: E402
 from sare_core.data.image_rows import dataset_root, image_rows, open_dataset  # noqa: E402
 from sare_core.data.synth.city import GENERATOR_VERSION, city_is_current, generate_city  # noqa: E402
@@ -486,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", help="scratch folder (default: a new temp folder)")
     parser.add_argument("--out", default=os.path.join(REPO, "results", "extract_throughput.json"))
     args = parser.parse_args(argv)
+    # The plain loop runs with the allocator settings the pipeline's processes use (sare_core.allocator), so
+    # that the ratio compares the layouts, not the allocators.
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import ray

@@ -47,6 +47,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from pipelines.train.driver import run as train_run  # noqa: E402
+from sare_core.allocator import keep_freed_memory  # noqa: E402
 from sare_core.data.synth.city import city_is_current, generate_city  # noqa: E402
 from sare_core.models.io import load_model  # noqa: E402
 from sare_core.training.config import TrainConfig  # noqa: E402
@@ -159,6 +160,9 @@ def main() -> None:
                         help="train.balance_by_speed of the Ray runs; both: each worker count off, then on")
     parser.add_argument("--out", default=os.path.join(REPO, "results", "train_throughput.json"))
     args = parser.parse_args()
+    # The plain loop runs with the allocator settings the pipeline's processes use (sare_core.allocator), so
+    # that the ratio compares the layouts, not the allocators.
+    keep_freed_memory()
 
     with open(args.config) as f:
         base = dict(yaml.safe_load(f)["train"])

@@ -13,6 +13,7 @@ import logging
 import sys
 
 import sare_core
+from sare_core.allocator import keep_freed_memory
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    keep_freed_memory()  # this process's CPU passes (k-means, whitening, search, local extraction)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sare_core.allocator import keep_freed_memory
 from sare_core.models.images import load_rgb, resized_uint8
 from sare_core.store import PartWriter, StoreMetadata
 
@@ -64,6 +65,7 @@ def decode_images(rows: pa.Table, image_size=None, max_side=None) -> pa.Table:
     gets empty pixels, height = width = 0 and an error text; it never raises, so one bad file does not
     fail its batch.
     """
+    keep_freed_memory()  # once per process: decoded images (0.9 MiB each at 480x640) reuse freed memory
     paths = rows.column("path").to_pylist()
     pixels: list[bytes] = []
     heights = np.zeros(len(paths), np.int32)

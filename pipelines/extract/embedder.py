@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from sare_core.allocator import keep_freed_memory
 from sare_core.models.embedding import EmbeddingModel
 from sare_core.models.io import model_from_payload, model_hash
 from sare_core.models.shared_prefix import group_by_frozen_prefix
@@ -77,6 +78,7 @@ class ImageEmbedder:
     def __init__(self, model, expected_hash=None, *, batch_size: int = 32, use_gpu: bool = False,
                  mixed_precision: bool = True, channels_last: bool = True, compile_model: bool = False,
                  threads: int | None = None, truncate: int | None = None):
+        keep_freed_memory()  # each batch's activations reuse the last one's memory (sare_core.allocator)
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         models = [_resolve(m) for m in (model if isinstance(model, (list, tuple)) else [model])]

@@ -14,6 +14,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from sare_core.allocator import keep_freed_memory
 from sare_core.data.sources import open_splits
 from sare_core.models.io import load_model
 from sare_core.paths import join
@@ -54,6 +55,7 @@ def _resumed_state(config: TrainConfig, rank: int) -> TrainingState | None:
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train's per-worker function: `loop_config` holds the TrainConfig (as JSON-ready data) and the
     path of the initial model. A run resumes from its latest checkpoint (`_resumed_state`)."""
+    keep_freed_memory()  # forward and backward passes reuse freed activations (sare_core.allocator)
     config = TrainConfig(**loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from ...allocator import keep_freed_memory
 from ..dbstruct import save_dbstruct
 from ..place_dataset import PlaceDataset
 from .effects import develop, draw_occluders
@@ -101,6 +102,7 @@ def _render_chunk(out_dir: str, preset_name: str, seed: int, split: str, role: s
                   batch_pixels: int = RENDER_BATCH_PIXELS) -> int:
     """Render images [start, stop) of (split, role), `batch_pixels` pixels per render call, and write them
     as JPEG; returns how many."""
+    keep_freed_memory()  # the render's numpy temporaries, a few MiB each, reused instead of faulted in again
     preset = get_preset(preset_name)
     width, height = preset.image_size
     batch = max(1, batch_pixels // (width * height))

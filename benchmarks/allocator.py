@@ -9,12 +9,16 @@ Workloads, each one thread, in a process of its own (the settings act per proces
 - embed_vgg16: the same over 24 of those images with VGG16 (conv5_3) + NetVLAD 64 at 480x640, batches of 8;
 - train_steps_lite0: 40 training steps of the demo's trainable layers (blocks4-6 + NetVLAD, from frozen
   maps, as the frozen-feature cache feeds them): 4 tuples of 7 images, SARE joint loss, backward, SGD;
-- city_render: `render_images` over 300 images of the small city, 6 per call (the demo's render batch).
+- city_render: `render_images` over 300 images of the small city, 6 per call (the demo's render batch);
+- demo (only when named in --workloads): `sare demo` (seed 0) into a fresh folder, as `make demo` runs it;
+  its wall time and stage seconds (demo_summary.json), and its recall (which must not move).
 
 Per run: wall, user and system CPU seconds, minor page faults and the peak resident memory (ru_maxrss) of the
 timed part's process. Ratios keep / as-it-comes per round, and their medians.
 
     nice -n 0 .venv/bin/python benchmarks/allocator.py --rounds 3        # results/allocator.json
+    nice -n 0 .venv/bin/python benchmarks/allocator.py --rounds 2 --workloads demo \
+        --out results/allocator_demo.json
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +42,7 @@ from train_startup import medians, save  # noqa: E402
 
 SETTINGS = ("as_it_comes", "keep")
 WORKLOADS = ("embed_lite0", "embed_vgg16", "train_steps_lite0", "city_render")
+ALL_WORKLOADS = WORKLOADS + ("demo",)
 DEMO_MODEL = {"backbone": "efficientnet_lite0", "weights": "imagenet", "cut": "blocks6", "train_from": "blocks4",
               "num_clusters": 16, "whitening_dim": None, "image_size": (120, 160)}
 VGG16_MODEL = {"backbone": "vgg16", "weights": "none", "num_clusters": 64, "whitening_dim": None,
@@ -128,8 +134,25 @@ def child(workload: str, image_folder: str) -> dict:
             "thresholds_set": applied}
 
 
+def demo_run(env: dict, folder: str) -> dict:
+    """`sare demo` (seed 0) into `folder`, made afresh; Ray's processes inherit `env`."""
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "sare"), "demo", "--set", f"out_dir={folder}"],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - started
+    with open(os.path.join(folder, "demo_summary.json")) as f:
+        summary = json.load(f)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"wall_s": wall, "demo_minutes": summary["minutes"], "stage_seconds": summary["stage_seconds"],
+            "recall@1": summary["recall@1"], "epoch_seconds": [e.get("seconds") for e in summary["epochs"]],
+            "epoch_mining_seconds": [e.get("mining_seconds") for e in summary["epochs"]]}
+
+
 def one_run(workload: str, setting: str, image_folder: str) -> dict:
     env = {**os.environ, "SARE_KEEP_FREED_MEMORY": "1" if setting == "keep" else "0"}
+    if workload == "demo":
+        return demo_run(env, os.path.join(image_folder, "demo"))
     out = subprocess.run([sys.executable, __file__, "--child", workload, "--images", image_folder], cwd=REPO,
                          env=env, check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
@@ -141,7 +164,7 @@ def one_run(workload: str, setting: str, image_folder: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=ALL_WORKLOADS)
     p.add_argument("--out", default=os.path.join(REPO, "results", "allocator.json"))
     p.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
     p.add_argument("--images", help=argparse.SUPPRESS)
@@ -160,12 +183,14 @@ def main(argv=None) -> int:
                 rounds.append({setting: one_run(workload, setting, folder) for setting in order})
                 print(workload, r, json.dumps({s: round(rounds[-1][s]["wall_s"], 2) for s in SETTINGS}), flush=True)
             ratios = [rd["keep"]["wall_s"] / rd["as_it_comes"]["wall_s"] for rd in rounds]
-            result["workloads"][workload] = {"rounds": rounds, "medians": medians(rounds, SETTINGS, KEYS),
+            keys = ("wall_s", "demo_minutes") if workload == "demo" else KEYS
+            result["workloads"][workload] = {"rounds": rounds, "medians": medians(rounds, SETTINGS, keys),
                                              "wall_ratio_keep_by_round": ratios,
                                              "wall_ratio_keep_median": statistics.median(ratios)}
     result["summary"] = {w: {"wall_ratio_keep_median": round(v["wall_ratio_keep_median"], 3),
                              **{f"{s}_{k}": round(v["medians"][s][k], 2) for s in SETTINGS
-                                for k in ("wall_s", "sys_s", "max_rss_mb")}} for w, v in result["workloads"].items()}
+                                for k in ("wall_s", "sys_s", "max_rss_mb") if k in v["medians"][s]}}
+                         for w, v in result["workloads"].items()}
     save(result, args.out, ("summary",))
     return 0
 

@@ -48,6 +48,7 @@ DEMO_MODEL = {"backbone": "efficientnet_lite0", "weights": "imagenet", "cut": "b
 VGG16_MODEL = {"backbone": "vgg16", "weights": "none", "num_clusters": 64, "whitening_dim": None,
                "image_size": (480, 640)}
 IMAGES = 480
+VGG16_IMAGES = 24
 KEYS = ("wall_s", "user_s", "sys_s", "minor_faults", "max_rss_mb")
 
 
@@ -123,7 +124,7 @@ def child(workload: str, image_folder: str) -> dict:
     torch.set_num_threads(1)
     paths = sorted(os.path.join(image_folder, n) for n in os.listdir(image_folder))
     run = {"embed_lite0": lambda: _embed(DEMO_MODEL, paths, 32),
-           "embed_vgg16": lambda: _embed(VGG16_MODEL, paths[:24], 8),
+           "embed_vgg16": lambda: _embed(VGG16_MODEL, paths[:VGG16_IMAGES], 8),
            "train_steps_lite0": _train_steps, "city_render": _city_render}[workload]()
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     run()
@@ -172,8 +173,11 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.images)))
         return 0
+    from sare_core.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+
     result = {"command": "benchmarks/allocator.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "workloads": {}}
+              "thresholds_kept": {"mmap_bytes": MMAP_THRESHOLD, "trim_bytes": TRIM_THRESHOLD},
+              "images": {"embed_lite0": IMAGES, "embed_vgg16": VGG16_IMAGES}, "workloads": {}}
     with tempfile.TemporaryDirectory() as folder:
         write_images(folder)
         for workload in args.workloads:

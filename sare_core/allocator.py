@@ -5,11 +5,14 @@ blocks are freed) with a fresh `mmap`, and returns free memory at the top of its
 more than the trim threshold lies there. A CPU forward pass allocates and frees activations of a few MiB to a
 few tens of MiB per layer and batch, so both happen on every batch, and every page of every such block is
 faulted in and zeroed by the kernel again. On the demo's EfficientNet-Lite0 at 120x160, batches of 32, one
-thread, that was 40% of an embedding pass's time, nearly all of it system time
-(benchmarks/allocator.py, results/allocator.json).
+thread, the kernel's share (system time) was 40% of an embedding pass's wall time; with the settings below
+the pass takes 0.65 of the time (benchmarks/allocator.py, results/allocator.json).
 
 `keep_freed_memory` raises both thresholds, so a process keeps what it freed and reuses it: its resident
-memory stays at its peak instead of shrinking between batches. Only glibc has these settings; elsewhere it
+memory stays near its peak instead of shrinking between batches. It is called where a process starts its CPU
+work (the `sare` command line, the functions Ray runs as the training worker, the extraction actor, the decode
+task, the serving replica, the sweep's trial and finalisation, the city's render pool), never by library
+functions such as `embed_paths` that other programs call. Only glibc has these settings; elsewhere it
 does nothing. Set SARE_KEEP_FREED_MEMORY=0 to leave the allocator as it is (the benchmark's reference).
 """
 

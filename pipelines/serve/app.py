@@ -72,8 +72,11 @@ class LocalizerDeployment:
                  max_upload_bytes: int = 10 << 20, max_batch_size: int = 8, search: dict | None = None):
         import torch
 
+        from sare_core.allocator import keep_freed_memory
+
         from ..locate.locate import Localizer
 
+        keep_freed_memory()  # a long-lived replica: every request batch's forward pass reuses freed memory
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.localizer = Localizer(model, index, device=device, search=search)
         self.k, self.radius, self.max_upload_bytes = k, radius, max_upload_bytes

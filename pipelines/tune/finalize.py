@@ -33,6 +33,7 @@ def finalize_trial(train_dict: dict, checkpoint: str, trial_dir: str, epoch: int
     """
     import torch
 
+    from sare_core.allocator import keep_freed_memory
     from sare_core.data.image_rows import dataset_root
     from sare_core.evaluation.store_search import score_stores
     from sare_core.models.io import model_hash, save_model
@@ -43,6 +44,7 @@ def finalize_trial(train_dict: dict, checkpoint: str, trial_dir: str, epoch: int
 
     from ..train.driver import load_splits
 
+    keep_freed_memory()  # whitening's and the stores' forward passes
     started = time.perf_counter()
     train = TrainConfig(**train_dict)
     device = "cuda" if torch.cuda.is_available() else "cpu"

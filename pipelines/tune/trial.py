@@ -16,11 +16,13 @@ def run_trial(params: dict, sweep: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from sare_core.allocator import keep_freed_memory
     from sare_core.paths import make_dirs
 
     from ..ray_session import one_node_train_env
     from ..train.driver import ensure_initial_model, load_splits, torch_trainer
 
+    keep_freed_memory()  # the trial's k-means forward passes (its Ray Train workers set it themselves)
     config = SweepConfig(**sweep)
     trial_dir = f"{config.sweep_dir}/{TRIAL_PREFIX}{ray.tune.get_context().get_trial_id()}"
     train = config.trial_config(config.decode(params), trial_dir)

@@ -102,7 +102,6 @@ def _render_chunk(out_dir: str, preset_name: str, seed: int, split: str, role: s
                   batch_pixels: int = RENDER_BATCH_PIXELS) -> int:
     """Render images [start, stop) of (split, role), `batch_pixels` pixels per render call, and write them
     as JPEG; returns how many."""
-    keep_freed_memory()  # the render's numpy temporaries, a few MiB each, reused instead of faulted in again
     preset = get_preset(preset_name)
     width, height = preset.image_size
     batch = max(1, batch_pixels // (width * height))
@@ -140,7 +139,9 @@ def _run_chunks(out_dir: str, preset: CityPreset, seed: int, workers: int, batch
         else:
             # spawn: the caller may hold threads (torch, Ray) that fork would copy in a broken state
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            # initializer: the render's numpy temporaries (a few MiB each) reused instead of faulted in again
+            # (sare_core.allocator); with workers == 1 the caller's process keeps its own allocator settings
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=keep_freed_memory) as pool:
                 futures = [pool.submit(_render_chunk, out_dir, preset.name, seed, *unit, batch_pixels)
                            for unit in units]
                 for future in futures:

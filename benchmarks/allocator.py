@@ -24,6 +24,7 @@ timed part's process. Ratios keep / as-it-comes per round, and their medians.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -38,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-from train_startup import medians, save  # noqa: E402
+from alternating import alternating_rounds, medians, save  # noqa: E402
 
 SETTINGS = ("as_it_comes", "keep")
 WORKLOADS = ("embed_lite0", "embed_vgg16", "train_steps_lite0", "city_render")
@@ -181,11 +182,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         write_images(folder)
         for workload in args.workloads:
-            rounds = []
-            for r in range(args.rounds):
-                order = SETTINGS if r % 2 == 0 else SETTINGS[::-1]
-                rounds.append({setting: one_run(workload, setting, folder) for setting in order})
-                print(workload, r, json.dumps({s: round(rounds[-1][s]["wall_s"], 2) for s in SETTINGS}), flush=True)
+            rounds = alternating_rounds(SETTINGS, args.rounds, functools.partial(one_run, workload, image_folder=folder),
+                                        label=f"{workload} ")
             ratios = [rd["keep"]["wall_s"] / rd["as_it_comes"]["wall_s"] for rd in rounds]
             keys = ("wall_s", "demo_minutes") if workload == "demo" else KEYS
             result["workloads"][workload] = {"rounds": rounds, "medians": medians(rounds, SETTINGS, keys),

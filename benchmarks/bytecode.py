@@ -30,8 +30,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
+from alternating import alternating_rounds, medians, save  # noqa: E402
 from install_time import FIRST_IMPORT  # noqa: E402
-from train_startup import medians, save  # noqa: E402
 from train_startup import one_run as train_startup_run  # noqa: E402
 
 SETTINGS = ("none", "compiled")
@@ -87,21 +87,18 @@ def main(argv=None) -> int:
     if not venv_has_bytecode():
         raise SystemExit("the venv holds no bytecode: run `make install` (which compiles it) first")
 
-    rounds = []
     with tempfile.TemporaryDirectory(prefix="empty_pycache_") as empty:
-        for r in range(args.rounds):
-            order = list(SETTINGS) if r % 2 == 0 else list(SETTINGS)[::-1]
-            row = {"order": order}
-            for setting in order:
-                env = environment(setting, empty)
-                figures = {"import_s": round(import_seconds(env), 2)}
-                figures.update({f"train_{k}": v for k, v in train_startup_run(True, env).items()})
-                row[setting] = figures
-                print(f"round {r}: {setting}: {figures}", flush=True)
-            row["ratio"] = {k: round(row["compiled"][k] / row["none"][k], 3) for k in row["compiled"]}
-            rounds.append(row)
+        def run(setting: str) -> dict:
+            env = environment(setting, empty)
+            figures = {"import_s": round(import_seconds(env), 2)}
+            figures.update({f"train_{k}": v for k, v in train_startup_run(True, env).items()})
             if os.listdir(empty):
                 raise RuntimeError(f"{empty} received bytecode: the 'none' runs were not without it")
+            return figures
+
+        rounds = alternating_rounds(SETTINGS, args.rounds, run)
+    for row in rounds:
+        row["ratio"] = {k: round(row["compiled"][k] / row["none"][k], 3) for k in row["compiled"]}
     keys = list(rounds[0]["ratio"])
     result = {
         "command": "python benchmarks/bytecode.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -18,17 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from pipelines.ray_session import ONE_NODE_TRAIN_ENV  # noqa: E402
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from alternating import alternating_rounds, medians, save  # noqa: E402
 
 ONE_RUN = r"""
 import json, os, sys, time
@@ -79,22 +80,6 @@ def one_run(one_node_settings: bool, extra_env: dict | None = None) -> dict:
     return {k: round(v, 2) for k, v in json.loads(lines[0][len("RESULT "):]).items()}
 
 
-def medians(rounds: list[dict], settings, keys) -> dict:
-    """{setting: {key: median over the rounds}} of alternating rounds ({setting: {key: value}} each)."""
-    return {name: {k: statistics.median(r[name][k] for r in rounds) for k in keys} for name in settings}
-
-
-def save(result: dict, out: str, shown: tuple[str, ...]) -> None:
-    """Write `result`, with the host, its CPUs, the load average and the date added, to `out` as JSON, and
-    print its `shown` entries."""
-    result.update({"host": platform.node(), "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
-                   "written": time.strftime("%Y-%m-%d %H:%M")})
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps({k: result[k] for k in shown}, indent=1))
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=4)
@@ -102,15 +87,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     settings = ["defaults", "one_node"]
-    rounds = []
-    for r in range(args.rounds):
-        order = settings if r % 2 == 0 else settings[::-1]
-        row = {"order": order}
-        for name in order:
-            row[name] = one_run(name == "one_node")
-            print(f"round {r}: {name}: {row[name]}", flush=True)
+    rounds = alternating_rounds(settings, args.rounds, lambda name: one_run(name == "one_node"))
+    for row in rounds:
         row["fit_ratio"] = round(row["one_node"]["fit_s"] / row["defaults"]["fit_s"], 3)
-        rounds.append(row)
     keys = list(rounds[0]["defaults"])
     result = {
         "command": "python benchmarks/train_startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -86,6 +86,27 @@ print(json.dumps({"applied": allocator._state.get("applied")}))
     assert _run(code, str(tmp_path), env={allocator.ENV_SWITCH: "0"})["applied"] is False
 
 
+@pytest.mark.skipif(not GLIBC, reason="the thresholds are glibc's")
+def test_the_command_line_and_the_extraction_actor_set_it(tmp_path):
+    """`sare` sets it before running a command (here one that fails on a missing file), and the extraction
+    actor's constructor sets it in the actor's process."""
+    code = """
+import json, sys
+from sare_core import allocator
+if sys.argv[1] == "cli":
+    from pipelines.cli import main
+    status = main(["data", "inspect", sys.argv[2] + "/missing.parquet"])
+    assert status != 0, status
+else:
+    from sare_core.models.embedding import build_model
+    from pipelines.extract.embedder import ImageEmbedder
+    ImageEmbedder(build_model({"backbone": "tiny", "num_clusters": 4, "whitening_dim": None}))
+print(json.dumps({"applied": allocator._state.get("applied")}))
+"""
+    assert _run(code, "cli", str(tmp_path))["applied"] is True
+    assert _run(code, "actor", str(tmp_path))["applied"] is True
+
+
 def test_the_city_sets_it_in_its_render_pool_only(tmp_path, monkeypatch):
     """The render processes start with it; a one-worker render (in the caller's process) leaves it alone."""
     from sare_core.data.synth import city

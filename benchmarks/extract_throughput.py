@@ -20,7 +20,8 @@ run: end to end (wall time from model file and dataset path to the committed sto
 includes starting the actor processes, which import torch and load the model), and after start-up (the
 plain loop's decode + model loop alone; Ray's images between its first and last part). The pipeline runs
 with its automatic plan ("ray") and, for the comparison of layouts, with each layout forced
-(--layouts: "ray_actors", "ray_driver"). Workloads (WORKLOADS, --workloads): the tiny backbone on 60,000
+(--layouts: "ray_actors", "ray_driver") and with each decode block size forced (--decode-batch-sizes N:
+"ray_blocksN"). Workloads (WORKLOADS, --workloads): the tiny backbone on 60,000
 images of the pitts250k city (64x48 px; decoding is a large share of the work), ImageNet EfficientNet-Lite0
 on 3,000 images of the small city (160x120 px) and on 30,000 of the pitts30k city (96x72 px), and VGG16
 (conv5_3) at 480x640 on 200 small-city images upscaled, all with NetVLAD. Also reported: the CPU time per image of each (this process and all it
@@ -363,6 +364,9 @@ def ratio_part(args, work: str, generation: dict) -> dict:
         described[name] = (f"{model} on the first {images} images of the {preset} city's manifest.parquet "
                            f"(seed {args.seed}, generator {GENERATOR_VERSION})")
     out: dict = {"datasets": described, "generation_seconds": generation, "models": {}}
+    # The pipeline's runs: the automatic plan ("ray"), each forced layout, each forced decode block size.
+    variants = {"ray": {"layout": "auto"}} | {f"ray_{layout}": {"layout": layout} for layout in args.layouts} | \
+        {f"ray_blocks{n}": {"decode_batch_size": n} for n in args.decode_batch_sizes}
     # Warm-up: the first Ray Data run starts worker processes; the first plain loop loads libraries.
     for name, spec in specs.items():
         warm = subset_manifest(datasets[name], 64, None, tempfile.mkdtemp(dir=folder))
@@ -373,8 +377,7 @@ def ratio_part(args, work: str, generation: dict) -> dict:
         rounds = []
         for r in range(args.rounds):
             timings = {}
-            kinds = ["plain"] + (["plain_1_thread"] if not args.no_single_thread else []) + ["ray"] + \
-                [f"ray_{layout}" for layout in args.layouts]
+            kinds = ["plain"] + (["plain_1_thread"] if not args.no_single_thread else []) + list(variants)
             order = kinds if r % 2 == 0 else kinds[::-1]
             stores = {}
             for kind in order:
@@ -389,8 +392,7 @@ def ratio_part(args, work: str, generation: dict) -> dict:
                                          "torch_threads": threads or torch.get_num_threads()}
                         images_done = n
                     else:
-                        layout = kind.split("_", 1)[1] if "_" in kind else "auto"
-                        seconds, result = ray_pipeline(dataset, spec, stores[kind], layout=layout)
+                        seconds, result = ray_pipeline(dataset, spec, stores[kind], **variants[kind])
                         timings[kind] = {"seconds": seconds, "images_per_s": result.total / seconds,
                                          "pipeline_images_per_s": result.images_per_s,
                                          "steady_images_per_s": result.steady_images_per_s,
@@ -403,8 +405,9 @@ def ratio_part(args, work: str, generation: dict) -> dict:
             timings["baseline_images_per_s"] = best
             timings["ratio"] = timings["ray"]["images_per_s"] / best
             best_steady = max(timings[k]["steady_images_per_s"] for k in plains)
-            for layout in args.layouts:
-                timings[f"ratio_{layout}"] = timings[f"ray_{layout}"]["images_per_s"] / best
+            for kind in variants:
+                if kind != "ray":
+                    timings["ratio_" + kind[len("ray_"):]] = timings[kind]["images_per_s"] / best
             timings["steady_ratio"] = (timings["ray"]["steady_images_per_s"] or 0.0) / best_steady
             # Load-independent: CPU time per image of the baseline loop over that of the whole Ray run
             # (driver, raylet, GCS, every worker); 1.0 means Ray spends no extra CPU per image.
@@ -427,8 +430,8 @@ def ratio_part(args, work: str, generation: dict) -> dict:
             "median_plain_images_per_s": statistics.median(t["plain"]["images_per_s"] for t in rounds),
             "median_plain_1_thread_images_per_s": statistics.median(t["plain_1_thread"]["images_per_s"]
                                                                     for t in rounds) if not args.no_single_thread else None,
-            **{f"median_ratio_{layout}": statistics.median(t[f"ratio_{layout}"] for t in rounds)
-               for layout in args.layouts},
+            **{f"median_ratio_{kind[len('ray_'):]}": statistics.median(t["ratio_" + kind[len("ray_"):]] for t in rounds)
+               for kind in variants if kind != "ray"},
             "layout_chosen": rounds[0]["ray"]["plan"]["layout"],
             "median_baseline_images_per_s": statistics.median(t["baseline_images_per_s"] for t in rounds),
             "median_ray_images_per_s": statistics.median(t["ray"]["images_per_s"] for t in rounds),
@@ -476,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--layouts", nargs="*", default=["actors", "driver"], choices=["actors", "driver"],
                         help="also run the pipeline with each of these layouts forced (besides the automatic plan)")
+    parser.add_argument("--decode-batch-sizes", nargs="*", type=int, default=[],
+                        help="also run the automatic plan with each of these decode block sizes (images) forced")
     parser.add_argument("--no-single-thread", action="store_true", help="skip the 1-thread plain loop")
     parser.add_argument("--skip-ratio", action="store_true")
     parser.add_argument("--big-preset", default="pitts250k")

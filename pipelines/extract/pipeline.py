@@ -135,15 +135,15 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_refs: list, expect
     Layout "driver": rows -> decode only; iterating it yields decoded rows for the driver's models."""
     import ray
 
-    step = plan.decode_batch_size
-    blocks = [rows.slice(start, step) for start in range(0, rows.num_rows, step)]
+    step, first = plan.decode_batch_size, plan.first_block_size
+    blocks = [rows.slice(0, first)] + [rows.slice(start, step) for start in range(first, rows.num_rows, step)]
     ds = ray.data.from_arrow(blocks)
     # Decode tasks declare the heap memory they need; besides informing the scheduler, remote arguments
     # that differ from the actors' keep Ray Data from fusing decoding into the model actors (where it would
     # run serially with the model instead of in parallel CPU tasks).
     ds = ds.map_batches(
         decode_images, fn_kwargs={"image_size": model_config.image_size, "max_side": model_config.max_side},
-        batch_format="pyarrow", batch_size=step,
+        batch_format="pyarrow", batch_size=step if first == step else None,  # None: each block as it is
         compute=ray.data.TaskPoolStrategy(size=plan.decode_tasks), num_cpus=plan.decode_cpus,
         memory=plan.decode_memory, udf_modifying_row_count=False)
     if plan.layout == "driver":

@@ -17,12 +17,16 @@ def test_resource_plans_follow_the_cluster():
     assert plan_resources(config, 2, 0, 3_400, 4096, 96 * 72 * 3, models=2).layout == "actors"  # the demo's
     driver = plan_resources(config, 2, 0, 3_000, 4096, 96 * 72 * 3)
     assert (driver.num_actors, driver.threads_per_actor, driver.decode_tasks) == (0, 2, 1)
+    # one consumer: blocks by bytes (1,024 of these images), but at least DRIVER_MIN_BLOCKS (4) per job
+    assert driver.decode_batch_size == 750 and driver.first_block_size == 64  # two model batches first
+    assert plan_resources(config, 2, 0, 3_000, 4096, 480 * 640 * 3).decode_batch_size == 36  # about 32 MB
+    assert plan_resources(config, 2, 0, 100, 4096, 96 * 72 * 3).decode_batch_size == 32  # MIN_BLOCK_IMAGES
     laptop = plan_resources(config, 2, 0, 10_000, 4096, 96 * 72 * 3)
     assert laptop.layout == "actors"
     assert not laptop.use_gpu and laptop.num_actors == 2 and laptop.threads_per_actor == 1
     assert laptop.decode_tasks == 1 and laptop.decode_cpus == 1 and laptop.actor_cpus == 0.5
     assert laptop.rows_per_part == 1250  # 1/8 of the images (< 64 MB)
-    assert 16 <= laptop.decode_batch_size <= 1024
+    assert 16 <= laptop.decode_batch_size <= 1024 and laptop.first_block_size == laptop.decode_batch_size
     gpus = plan_resources(config, 32, 4, 250_000, 4096, 480 * 640 * 3, object_store_capacity=8e9)
     assert gpus.use_gpu and gpus.num_actors == 4 and gpus.decode_tasks == 28 and gpus.batch_size == 128
     assert gpus.rows_per_part == 4096 and gpus.object_store_memory == 4_000_000_000

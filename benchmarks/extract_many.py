@@ -1,11 +1,12 @@
 """Two models over one image set: one extraction per model (`run` twice) against one extraction for both
 (`run_many`: each image decoded once, the frozen prefix the models share run once), the latter also with
-the actor layout forced (the automatic plan takes the driver layout for this job size).
+each layout forced ("together_actors", "together_driver"; the automatic plan takes the actors for this job,
+two models over 3,400 images, and the driver for each model alone).
 
 The models are a finished demo's off-the-shelf and trained models (configs/demo.yaml: EfficientNet-Lite0 cut
 at blocks6, trained from blocks4, NetVLAD 16, 120x160), which share everything before blocks4; the images
 are that demo's test area (3,000 database images and 400 queries), the demo's own extraction stage. The
-three ways alternate (--rounds, the order reversed every other round) on one local Ray instance started
+ways alternate (--rounds, the order reversed every other round) on one local Ray instance started
 beforehand, workers at niceness 0. Per way: wall seconds and CPU seconds of this process and every process
 it started (`extract_throughput.CpuMeter`); their ratios to `separate` per round and the median.
 The stores of both ways must hold the same descriptors to the bit; the largest difference is recorded.
@@ -42,7 +43,7 @@ from sare_core.models.shared_prefix import frozen_prefix_digest  # noqa: E402
 MODELS = {"off_the_shelf": "runs/demo/off_the_shelf_model.pt", "trained": "runs/demo/model.pt"}
 
 
-WAYS = {"separate": "auto", "together": "auto", "together_actors": "actors"}  # way -> layout
+WAYS = {"separate": "auto", "together": "auto", "together_actors": "actors", "together_driver": "driver"}  # way -> layout
 
 
 def configs(manifest: str, models: dict[str, str], folder: str, split: str, layout: str = "auto") -> list[ExtractConfig]:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.extract.decode import decode_images
+from pipelines.extract.decode import binary_column, decode_images
 from sare_core.models.images import load_rgb, resized_uint8
 from sare_core.models.preprocessing import Preprocessor
 
@@ -25,6 +25,24 @@ def test_torch_free_decoding_gives_the_preprocessors_pixels(toy_street_images, i
     h, w = out.column("height")[0].as_py(), out.column("width")[0].as_py()
     pixels = np.frombuffer(out.column("pixels")[0].as_py(), np.uint8).reshape(h, w, 3)
     np.testing.assert_array_equal(pixels, prep.to_uint8(load_rgb(str(toy_street_images[0]))))
+
+
+def test_a_block_of_images_and_failures_travels_as_one_pixel_buffer(toy_street_images, tmp_path):
+    """Decoded images, a missing file and a corrupt one: each image's bytes in place, the failures empty, and
+    all of them in one data buffer (no copy per image)."""
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"not a jpeg")
+    paths = [str(toy_street_images[0]), str(tmp_path / "missing.jpg"), str(corrupt), str(toy_street_images[1])]
+    out = decode_images(pa.table({"id": list("abcd"), "path": paths}), (48, 64), None)
+    column = out.column("pixels").combine_chunks()
+    assert column.type == pa.large_binary()
+    assert [e[:7] for e in out.column("error").to_pylist()] == ["", "missing", "decode:", ""]
+    assert [len(v) for v in column.to_pylist()] == [48 * 64 * 3, 0, 0, 48 * 64 * 3]
+    assert column.buffers()[2].size == 2 * 48 * 64 * 3
+    for row, path in ((0, paths[0]), (3, paths[3])):
+        pixels = np.frombuffer(column[row].as_buffer(), np.uint8).reshape(48, 64, 3)
+        np.testing.assert_array_equal(pixels, resized_uint8(load_rgb(path), (48, 64), None))
+    assert binary_column([]).to_pylist() == []
 
 
 def test_decode_and_write_workers_do_not_import_torch():

@@ -9,7 +9,8 @@ are that demo's test area (3,000 database images and 400 queries), the demo's ow
 ways alternate (--rounds, the order reversed every other round) on one local Ray instance started
 beforehand, workers at niceness 0. Per way: wall seconds and CPU seconds of this process and every process
 it started (`extract_throughput.CpuMeter`); their ratios to `separate` per round and the median.
-The stores of both ways must hold the same descriptors to the bit; the largest difference is recorded.
+The stores of both ways must hold the same descriptors, to the bit when both ran the same layout and up to
+float rounding when not (the actors run one torch thread, the driver several); the largest difference is recorded.
 
     .venv/bin/python benchmarks/extract_many.py --demo-dir runs/demo_seeds/default/seed0 --rounds 3
 

@@ -9,8 +9,9 @@ are that demo's test area (3,000 database images and 400 queries), the demo's ow
 ways alternate (--rounds, the order reversed every other round) on one local Ray instance started
 beforehand, workers at niceness 0. Per way: wall seconds and CPU seconds of this process and every process
 it started (`extract_throughput.CpuMeter`); their ratios to `separate` per round and the median.
-The stores of both ways must hold the same descriptors, to the bit when both ran the same layout and up to
-float rounding when not (the actors run one torch thread, the driver several); the largest difference is recorded.
+The stores of `separate` and `together` are compared: the same descriptors, to the bit when both ran the same
+layout and up to float rounding when not (the actors run one torch thread, the driver several); the largest
+difference is recorded. The forced layouts' stores are timed only.
 
     .venv/bin/python benchmarks/extract_many.py --demo-dir runs/demo_seeds/default/seed0 --rounds 3
 
@@ -44,7 +45,8 @@ from sare_core.models.shared_prefix import frozen_prefix_digest  # noqa: E402
 MODELS = {"off_the_shelf": "runs/demo/off_the_shelf_model.pt", "trained": "runs/demo/model.pt"}
 
 
-WAYS = {"separate": "auto", "together": "auto", "together_actors": "actors", "together_driver": "driver"}  # way -> layout
+WAYS = {"separate": "auto", "together": "auto",  # way -> layout
+        "together_actors": "actors", "together_driver": "driver"}
 
 
 def configs(manifest: str, models: dict[str, str], folder: str, split: str, layout: str = "auto") -> list[ExtractConfig]:

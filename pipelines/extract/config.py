@@ -45,7 +45,9 @@ class ExtractSettings(BaseModel):
     batch_size: int | None = Field(None, ge=1, description="images per model forward pass (default 32 on "
                                    "CPU, 128 on GPU)")
     decode_batch_size: int | None = Field(None, ge=1, description="images per decode task and model actor call "
-                                          "(default: about 32 MB of decoded pixels, 16..1024)")
+                                          "(default: about 32 MB of decoded pixels, 16..1024; at most a quarter "
+                                          "of the job in layout driver, whose first block is at most 2 model "
+                                          "batches)")
     decode_tasks: int | None = Field(None, ge=1, description="concurrent decode tasks (default: the CPUs "
                                      "the GPU actors leave; on CPU clusters one per 4 CPUs)")
     decode_cpus: float | None = Field(None, gt=0, description="logical CPUs per decode task (default 1)")

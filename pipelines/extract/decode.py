@@ -63,9 +63,9 @@ _NO_PIXELS = np.zeros(0, np.uint8)
 
 def binary_column(values: list[np.ndarray]) -> pa.Array:
     """A large_binary array whose i-th value is the bytes of the 1-D uint8 array values[i]. The bytes are
-    copied once, into one numpy buffer that the Arrow array wraps: numpy's memory comes from the C allocator,
-    which keeps freed memory for the next block (`keep_freed_memory`), where Arrow's own pool can take fresh
-    pages from the kernel for a block, slow to fault in on some virtual machines."""
+    copied once, into one numpy buffer that the Arrow array wraps (a list of bytes objects would be copied
+    twice, the second time into Arrow's own memory pool); numpy's memory comes from the C allocator, which
+    keeps freed memory for the next block (`keep_freed_memory`)."""
     offsets = np.zeros(len(values) + 1, np.int64)
     np.cumsum([v.size for v in values], out=offsets[1:])
     data = np.concatenate(values) if values else _NO_PIXELS

@@ -126,6 +126,13 @@ class ExtractResult:
         return "\n".join(lines)
 
 
+def decode_blocks(rows: pa.Table, first: int, step: int) -> list[pa.Table]:
+    """`rows` as decode blocks (zero-copy slices): `first` rows, then `step` rows each, then what is left."""
+    if first < 1 or step < 1:
+        raise ValueError(f"decode blocks of {first} and {step} rows: both must be at least 1")
+    return [rows.slice(0, first)] + [rows.slice(start, step) for start in range(first, rows.num_rows, step)]
+
+
 def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_refs: list, expected_hashes: list[str],
                   model_config: ModelConfig, stores: list[dict], task_id: str, storage_options: dict | None = None,
                   mixed_precision: bool = True, channels_last: bool = True, truncate: int | None = None,
@@ -136,8 +143,7 @@ def build_dataset(rows: pa.Table, plan: ExtractionPlan, model_refs: list, expect
     import ray
 
     step, first = plan.decode_batch_size, plan.first_block_size
-    blocks = [rows.slice(0, first)] + [rows.slice(start, step) for start in range(first, rows.num_rows, step)]
-    ds = ray.data.from_arrow(blocks)
+    ds = ray.data.from_arrow(decode_blocks(rows, first, step))
     # Decode tasks declare the heap memory they need; besides informing the scheduler, remote arguments
     # that differ from the actors' keep Ray Data from fusing decoding into the model actors (where it would
     # run serially with the model instead of in parallel CPU tasks).

@@ -20,10 +20,11 @@ DECODE_TARGET_BYTES = 32 << 20  # decoded pixel bytes per decode task (fewer, la
 DRIVER_LAYOUT_MAX_IMAGES_PER_CPU = 2500
 MIN_BLOCK_IMAGES = 32  # a decode task or model call on fewer images costs more in scheduling than it saves
 BLOCKS_PER_ACTOR = 16  # small datasets: at least this many blocks per model actor
-# Layout "driver": one consumer, so blocks need no balancing across actors; they are sized by bytes alone (at
-# least DRIVER_MIN_BLOCKS per job). Each decode task costs Ray's per-task overhead and, on a CPU node, runs
-# beside the driver's model threads and slows them: fewer, larger blocks cut both. The first block is small
-# (DRIVER_FIRST_BLOCK_BATCHES model batches), so that the model starts as soon as a few images are decoded.
+# Layout "driver": one consumer, so blocks need no balancing across actors. They are sized by bytes, but no
+# larger than 1/DRIVER_MIN_BLOCKS of the job (nor smaller than MIN_BLOCK_IMAGES). Each decode task costs Ray's
+# per-task overhead and, on a CPU node, runs beside the driver's model threads and slows them: fewer, larger
+# blocks cut both. The first block is smaller (DRIVER_FIRST_BLOCK_BATCHES model batches), so that the model
+# starts as soon as a few images are decoded; the last holds what is left, however few.
 # Measured by benchmarks/extract_throughput.py --decode-batch-sizes (docs/BENCHMARKS.md).
 DRIVER_MIN_BLOCKS = 4
 DRIVER_FIRST_BLOCK_BATCHES = 2
@@ -120,8 +121,8 @@ def plan_resources(config: ExtractSettings, cluster_cpus: float, cluster_gpus: f
     if actor_cpus <= 0 or num_actors * actor_cpus + decode_cpus > cpus + 1e-9:
         raise ValueError(f"{num_actors} actors of {actor_cpus:g} CPUs leave no CPU for decoding on a cluster of "
                          f"{cpus:g} CPUs: lower num_actors or actor_cpus")
-    # Blocks of about DECODE_TARGET_BYTES of pixels (16..1024 images); for actors at least BLOCKS_PER_ACTOR per actor
-    # when the dataset is small: the first block reaches a model sooner and the last ones spread over every
+    # Blocks of about DECODE_TARGET_BYTES of pixels (16..1024 images); for actors at least BLOCKS_PER_ACTOR
+    # per actor when the dataset is small: the first block reaches a model sooner and the last ones spread over every
     # actor (with 4 per actor, 3,000 images went as 8 blocks of 375; the first took 4 s to embed and the
     # last kept one actor busy while the other idled).
     layout = choose_layout(config, cpus, use_gpu, num_rows, nodes, models)
@@ -146,9 +147,9 @@ def plan_resources(config: ExtractSettings, cluster_cpus: float, cluster_gpus: f
     if layout == "driver":  # the driver's model takes every core; the decode tasks run beside it
         num_actors, actor_cpus, threads = 0, 0.0, config.threads_per_actor or max(1, int(cpus))
         first_block = min(decode_batch, DRIVER_FIRST_BLOCK_BATCHES * batch_size)
-    return ExtractionPlan(layout=layout, use_gpu=use_gpu, num_actors=num_actors, actor_cpus=actor_cpus, threads_per_actor=threads,
-                          batch_size=batch_size, decode_batch_size=decode_batch, first_block_size=first_block,
-                          decode_tasks=decode_tasks,
+    return ExtractionPlan(layout=layout, use_gpu=use_gpu, num_actors=num_actors, actor_cpus=actor_cpus,
+                          threads_per_actor=threads, batch_size=batch_size, decode_batch_size=decode_batch,
+                          first_block_size=first_block, decode_tasks=decode_tasks,
                           decode_cpus=decode_cpus, rows_per_part=rows_per_part,
                           decode_memory=int(4 * decode_batch * pixel_bytes + DECODE_BASE_MEMORY),
                           write_tasks=write_tasks, write_cpus=0.0, object_store_memory=object_store,

@@ -1,8 +1,10 @@
 """The extraction's configs and resource plans, without Ray."""
 
+import pyarrow as pa
 import pytest
 
 from pipelines.extract.config import ExtractConfig
+from pipelines.extract.pipeline import decode_blocks
 from pipelines.extract.plan import plan_resources
 from sare_core.config_io import load_config
 
@@ -44,6 +46,23 @@ def test_resource_plans_follow_the_cluster():
         plan_resources(actors.model_copy(update={"num_actors": 2, "actor_cpus": 1}), 2, 0, 100, 64, 100)
     with pytest.raises(ValueError, match="no GPU"):
         plan_resources(config.model_copy(update={"use_gpu": True}), 2, 0, 100, 64, 100)
+
+
+def test_decode_blocks_follow_the_plan():
+    """The driver's first block is two model batches, then blocks of the plan's size, then the rest; every row
+    once, in order. The actors get equal blocks."""
+    config = ExtractConfig(dataset="d", model="m", out="o")
+    rows = pa.table({"id": [str(i) for i in range(3_000)]})
+    driver = plan_resources(config, 2, 0, 3_000, 1024, 160 * 120 * 3)
+    blocks = decode_blocks(rows, driver.first_block_size, driver.decode_batch_size)
+    assert [b.num_rows for b in blocks] == [64] + [582] * 5 + [26]
+    assert pa.concat_tables(blocks).column("id").to_pylist() == rows.column("id").to_pylist()
+    actors = plan_resources(config, 2, 0, 10_000, 1024, 160 * 120 * 3)
+    sizes = [b.num_rows for b in decode_blocks(rows, actors.first_block_size, actors.decode_batch_size)]
+    assert set(sizes[:-1]) == {actors.decode_batch_size} and sum(sizes) == 3_000
+    assert [b.num_rows for b in decode_blocks(rows.slice(0, 10), 64, 582)] == [10]
+    with pytest.raises(ValueError, match="at least 1"):
+        decode_blocks(rows, 0, 582)
 
 
 def test_config_errors_name_the_field(tmp_path):

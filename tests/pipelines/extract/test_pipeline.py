@@ -6,6 +6,7 @@ Models are the tiny backbone on small images, so each extraction takes a few sec
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import torch
@@ -121,6 +122,23 @@ def test_decoding_runs_in_its_own_cpu_tasks(ray_local, city, tmp_path, capsys):
     assert "TaskPoolMapOperator[MapBatches(decode_images)]" in physical
     assert "ActorPoolMapOperator[MapBatches(ImageEmbedder)]" in physical
     assert "TaskPoolMapOperator[MapBatches(write_parts_to_stores)]" in physical
+
+
+def test_the_driver_layout_decodes_its_small_first_block_and_then_the_plans_blocks(ray_local, city, tmp_path):
+    """Layout driver: Ray Data hands the decode tasks the blocks as cut (a small first block, then the plan's
+    size, then the rest), not re-bundled to one size; every image once."""
+    model = build_model(ModelConfig(**TINY))
+    rows = image_rows(open_dataset(str(city / "manifest.parquet")), str(city))
+    config = ExtractConfig(dataset="d", model="m", out=str(tmp_path), layout="driver", batch_size=16)
+    plan = plan_resources(config, 2, 0, rows.num_rows, model.descriptor_dim, 96 * 72 * 3)
+    assert (plan.first_block_size, plan.decode_batch_size, rows.num_rows) == (32, 100, 400)
+    stores = [{"uri": str(tmp_path), "metadata": StoreMetadata(dim=model.descriptor_dim), "column": "descriptor"}]
+    ds = build_dataset(rows, plan, [], ["hash"], model.config, stores, "t")
+    batches = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    assert sorted(b.num_rows for b in batches) == [32, 68, 100, 100, 100]
+    ids = [i for b in batches for i in b.column("id").to_pylist()]
+    assert sorted(ids) == sorted(rows.column("id").to_pylist())
+    assert all(b.column("pixels").type == pa.large_binary() for b in batches)
 
 
 @pytest.fixture(scope="module")
